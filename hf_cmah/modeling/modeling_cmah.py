@@ -1,0 +1,479 @@
+"""CMAH: contrastive masked auto-encoder hashing for image ⇄ point-cloud retrieval.
+
+Image and point encoders emit K-bit codes in one Hamming space. Training loss
+``L = L_c + L_r``: InfoNCE on full–full and masked–full image/point pairs of relaxed
+(tanh) codes, plus masked reconstruction of image patches (MSE) and point groups
+(Chamfer) through a multi-modal fusion block. At inference, ``sign`` gives ±1 codes.
+
+Self-contained (ARCHITECTURE.md, "Saved models"): imports torch, transformers and its
+same-folder siblings only, so a saved folder loads with ``trust_remote_code=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_cmah import CMAHConfig
+from .point_layers import CentrePositionMLP, MiniPointNet, farthest_point_sample, gather_points, knn_indices
+from .vit_layers import (
+    CrossAttentionBlock,
+    PatchEmbedding,
+    TransformerBlock,
+    patchify,
+    random_masking,
+    unshuffle_with_mask_tokens,
+)
+
+
+@dataclass
+class CMAHModelOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`): ``L = L_c + L_r`` with the config's weights.
+    contrastive_loss (`torch.FloatTensor` of shape `()`): L_c, full–full plus masked–full InfoNCE.
+    image_reconstruction_loss (`torch.FloatTensor` of shape `()`): L_2D, MSE on masked patches.
+    point_reconstruction_loss (`torch.FloatTensor` of shape `()`): L_3D, Chamfer on masked groups.
+    image_codes (`torch.FloatTensor` of shape `(batch_size, code_bits)`): tanh-relaxed codes of the full images.
+    shape_codes (`torch.FloatTensor` of shape `(batch_size, code_bits)`): tanh-relaxed codes of the full clouds.
+    masked_image_codes (`torch.FloatTensor` of shape `(batch_size, code_bits)`): codes of the masked images.
+    masked_shape_codes (`torch.FloatTensor` of shape `(batch_size, code_bits)`): codes of the masked clouds.
+    image_reconstruction (`torch.FloatTensor` of shape `(batch_size, num_patches, patch_size**2 * num_channels)`):
+        predicted pixels of every patch (the loss reads the masked ones).
+    point_reconstruction (`torch.FloatTensor` of shape `(batch_size, num_groups, group_size, 3)`):
+        predicted group coordinates relative to their centres.
+    image_mask (`torch.FloatTensor` of shape `(batch_size, num_patches)`): 1 where a patch was masked.
+    point_mask (`torch.FloatTensor` of shape `(batch_size, num_groups)`): 1 where a group was masked.
+    """
+
+    loss: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    image_reconstruction_loss: torch.FloatTensor | None = None
+    point_reconstruction_loss: torch.FloatTensor | None = None
+    image_codes: torch.FloatTensor | None = None
+    shape_codes: torch.FloatTensor | None = None
+    masked_image_codes: torch.FloatTensor | None = None
+    masked_shape_codes: torch.FloatTensor | None = None
+    image_reconstruction: torch.FloatTensor | None = None
+    point_reconstruction: torch.FloatTensor | None = None
+    image_mask: torch.FloatTensor | None = None
+    point_mask: torch.FloatTensor | None = None
+
+
+class CMAHInputError(ValueError):
+    """A tensor handed to a CMAH model has the wrong rank, size or values."""
+
+
+def info_nce_loss(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of ``queries`` and row i of ``keys`` are the positive pair.
+
+    Both ``[B, D]``; cosine similarity over ``temperature``; mean of the two directions.
+    """
+    logits = F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T / temperature
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+
+
+def chamfer_distance(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Symmetric L2 Chamfer distance (Point-MAE's ``ChamferDistanceL2``) between point sets.
+
+    ``[M, S, 3]`` each; the mean squared distance to the nearest point, both ways, averaged over M.
+    """
+    distances = torch.cdist(predicted, target) ** 2  # (M, S, S)
+    return distances.min(dim=2).values.mean() + distances.min(dim=1).values.mean()
+
+
+def masked_patch_loss(
+    predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalize_target: bool
+) -> torch.Tensor:
+    """ViTMAE's pixel loss: per-patch MSE averaged over masked patches only (mask 1 = masked)."""
+    if normalize_target:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    per_patch = ((predicted - target) ** 2).mean(dim=-1)  # (B, P)
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def codes_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``sign`` of hash logits as ±1 int8; 0 maps to +1 so that every bit is defined."""
+    return torch.where(logits >= 0, 1, -1).to(torch.int8)
+
+
+class CMAHImageEmbeddings(nn.Module):
+    """Patch tokens + learned position embeddings, optional random masking, CLS token first."""
+
+    def __init__(self, config: CMAHConfig):
+        super().__init__()
+        self.patch_embeddings = PatchEmbedding(
+            config.image_size, config.patch_size, config.num_channels, config.hidden_size
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.hidden_size))
+
+    def forward(
+        self, pixel_values: torch.Tensor, mask_ratio: float = 0.0, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns tokens ``[B, 1 + P_kept, C]``, and the mask and restore ids when masking."""
+        patches = self.patch_embeddings(pixel_values) + self.position_embeddings[:, 1:]  # (B, P, C)
+        mask = ids_restore = None
+        if mask_ratio > 0:
+            patches, mask, ids_restore = random_masking(patches, mask_ratio, noise)
+        cls = (self.cls_token + self.position_embeddings[:, :1]).expand(patches.shape[0], -1, -1)
+        return torch.cat([cls, patches], dim=1), mask, ids_restore
+
+
+class CMAHPointGrouper(nn.Module):
+    """Point-MAE grouping: FPS picks G centres, each takes its S nearest points, relative to it."""
+
+    def __init__(self, config: CMAHConfig):
+        super().__init__()
+        self.num_groups = config.num_groups
+        self.group_size = config.group_size
+
+    def forward(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, N, 3]`` → neighbourhoods ``[B, G, S, 3]`` (centred) and centres ``[B, G, 3]``."""
+        centres = gather_points(xyz, farthest_point_sample(xyz, self.num_groups))  # (B, G, 3)
+        neighbourhoods = gather_points(xyz, knn_indices(xyz, centres, self.group_size))  # (B, G, S, 3)
+        return neighbourhoods - centres.unsqueeze(2), centres
+
+
+class CMAHPointEmbeddings(nn.Module):
+    """Group tokens from a mini-PointNet + centre position MLP, optional masking, CLS token first."""
+
+    def __init__(self, config: CMAHConfig):
+        super().__init__()
+        self.grouper = CMAHPointGrouper(config)
+        self.group_encoder = MiniPointNet(3, config.hidden_size)
+        self.position_embeddings = CentrePositionMLP(config.hidden_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.cls_position = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+
+    def forward(
+        self, neighbourhoods: torch.Tensor, centres: torch.Tensor, mask_ratio: float = 0.0, noise=None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns tokens ``[B, 1 + G_kept, C]``, and the mask and restore ids when masking."""
+        groups = self.group_encoder(neighbourhoods) + self.position_embeddings(centres)  # (B, G, C)
+        mask = ids_restore = None
+        if mask_ratio > 0:
+            groups, mask, ids_restore = random_masking(groups, mask_ratio, noise)
+        cls = (self.cls_token + self.cls_position).expand(groups.shape[0], -1, -1)
+        return torch.cat([cls, groups], dim=1), mask, ids_restore
+
+
+class CMAHEncoder(nn.Module):
+    """A stack of pre-norm transformer blocks and a final LayerNorm (image or point encoder)."""
+
+    def __init__(self, config: CMAHConfig, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerBlock(
+                config.hidden_size,
+                config.num_attention_heads,
+                config.intermediate_size,
+                config.layer_norm_eps,
+                dropout=config.dropout,
+            )
+            for _ in range(num_layers)
+        )
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        return self.layernorm(hidden_states)
+
+
+class CMAHHashHead(nn.Module):
+    """CLS feature → K hash logits; ``tanh`` relaxes them in training, ``sign`` binarises at inference."""
+
+    def __init__(self, config: CMAHConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = nn.GELU()
+        self.hash = nn.Linear(config.hidden_size, config.code_bits)
+
+    def forward(self, cls_feature: torch.Tensor) -> torch.Tensor:
+        return self.hash(self.act(self.dense(cls_feature)))
+
+
+class CMAHFusionLayer(nn.Module):
+    """Self-attention within each modality, then cross-attention from each modality to the other."""
+
+    def __init__(self, config: CMAHConfig):
+        super().__init__()
+        sizes = (config.decoder_hidden_size, config.decoder_num_attention_heads, config.decoder_intermediate_size)
+        self.image_self_attention = TransformerBlock(*sizes, config.layer_norm_eps)
+        self.point_self_attention = TransformerBlock(*sizes, config.layer_norm_eps)
+        self.image_cross_attention = CrossAttentionBlock(*sizes, config.layer_norm_eps)
+        self.point_cross_attention = CrossAttentionBlock(*sizes, config.layer_norm_eps)
+
+    def forward(self, image_states: torch.Tensor, point_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image_states = self.image_self_attention(image_states)
+        point_states = self.point_self_attention(point_states)
+        # Both directions read the other modality before either is updated.
+        fused_image = self.image_cross_attention(image_states, point_states)
+        fused_point = self.point_cross_attention(point_states, image_states)
+        return fused_image, fused_point
+
+
+class CMAHDecoder(nn.Module):
+    """Decoder blocks at the decoder width and a linear prediction head (pixels or group xyz)."""
+
+    def __init__(self, config: CMAHConfig, output_size: int):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerBlock(
+                config.decoder_hidden_size,
+                config.decoder_num_attention_heads,
+                config.decoder_intermediate_size,
+                config.layer_norm_eps,
+            )
+            for _ in range(config.decoder_num_hidden_layers)
+        )
+        self.layernorm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
+        self.decoder_pred = nn.Linear(config.decoder_hidden_size, output_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        return self.decoder_pred(self.layernorm(hidden_states))
+
+
+class CMAHPreTrainedModel(PreTrainedModel):
+    config_class = CMAHConfig
+    base_model_prefix = "cmah"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["TransformerBlock", "CMAHFusionLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Linear/conv/norm layers by the base rule; tokens and position tables by truncated normals."""
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, CMAHImageEmbeddings):
+            init.trunc_normal_(module.cls_token, std=std)
+            init.trunc_normal_(module.position_embeddings, std=std)
+        elif isinstance(module, CMAHPointEmbeddings):
+            init.trunc_normal_(module.cls_token, std=std)
+            init.trunc_normal_(module.cls_position, std=std)
+        elif isinstance(module, CMAHModel):
+            init.trunc_normal_(module.image_mask_token, std=std)
+            init.trunc_normal_(module.point_mask_token, std=std)
+            init.trunc_normal_(module.image_decoder_position_embeddings, std=std)
+
+
+class CMAHModel(CMAHPreTrainedModel):
+    """Both encoders with their hash heads, and the fusion block + decoders used by the training loss.
+
+    Retriever protocol: `get_image_codes` / `get_shape_codes` (±1 int8 ``[B, K]``) and
+    `get_image_embeds` / `get_shape_embeds` (L2-normalised tanh codes, float ``[B, K]``).
+    """
+
+    def __init__(self, config: CMAHConfig):
+        super().__init__(config)
+        self.image_embeddings = CMAHImageEmbeddings(config)
+        self.image_encoder = CMAHEncoder(config, config.image_num_hidden_layers)
+        self.image_hash_head = CMAHHashHead(config)
+        self.point_embeddings = CMAHPointEmbeddings(config)
+        self.point_encoder = CMAHEncoder(config, config.point_num_hidden_layers)
+        self.point_hash_head = CMAHHashHead(config)
+
+        decoder_width = config.decoder_hidden_size
+        self.image_decoder_embed = nn.Linear(config.hidden_size, decoder_width)
+        self.point_decoder_embed = nn.Linear(config.hidden_size, decoder_width)
+        self.image_mask_token = nn.Parameter(torch.zeros(1, 1, decoder_width))
+        self.point_mask_token = nn.Parameter(torch.zeros(1, 1, decoder_width))
+        self.image_decoder_position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches + 1, decoder_width))
+        self.point_decoder_position_embeddings = CentrePositionMLP(decoder_width)
+        self.fusion_layers = nn.ModuleList(CMAHFusionLayer(config) for _ in range(config.fusion_num_layers))
+        self.image_decoder = CMAHDecoder(config, config.patch_size**2 * config.num_channels)
+        self.point_decoder = CMAHDecoder(config, config.group_size * 3)
+        self.post_init()
+
+    # ----------------------------------------------------------------- input checks
+    def _check_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        if not isinstance(pixel_values, torch.Tensor):
+            raise CMAHInputError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+        expected = (config.num_channels, config.image_size, config.image_size)
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
+            raise CMAHInputError(
+                f"pixel_values must have shape [batch, {', '.join(map(str, expected))}], got {list(pixel_values.shape)}"
+                " (use CMAHProcessor to resize and normalise images)"
+            )
+        if pixel_values.shape[0] == 0:
+            raise CMAHInputError("pixel_values is an empty batch")
+        if not torch.isfinite(pixel_values).all():
+            raise CMAHInputError("pixel_values contains NaN or infinite values")
+        return pixel_values.to(device=self.device, dtype=self.dtype)
+
+    def _check_points(self, points: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        if not isinstance(points, torch.Tensor):
+            raise CMAHInputError(f"points must be a torch.Tensor, got {type(points).__name__}")
+        if points.ndim != 3 or points.shape[-1] not in (3, 6):
+            raise CMAHInputError(
+                f"points must have shape [batch, num_points, 3] (xyz) or [batch, num_points, 6] (xyz + rgb), "
+                f"got {list(points.shape)}"
+            )
+        if points.shape[0] == 0 or points.shape[1] == 0:
+            raise CMAHInputError(f"points is empty: shape {list(points.shape)}")
+        needed = max(config.group_size, config.num_groups)
+        if points.shape[1] < needed:
+            raise CMAHInputError(
+                f"points has {points.shape[1]} points per cloud, fewer than the {needed} that "
+                f"{config.num_groups} groups of {config.group_size} need (CMAHProcessor resamples to {config.num_points})"
+            )
+        if not torch.isfinite(points).all():
+            raise CMAHInputError("points contains NaN or infinite values")
+        return points[..., :3].to(device=self.device, dtype=self.dtype)  # CMAH reads geometry only; colour is ignored
+
+    # ----------------------------------------------------------------- encoders
+    def _encode_image(self, pixel_values: torch.Tensor, mask_ratio: float = 0.0, noise=None):
+        tokens, mask, ids_restore = self.image_embeddings(pixel_values, mask_ratio, noise)
+        hidden = self.image_encoder(tokens)
+        return self.image_hash_head(hidden[:, 0]), hidden, mask, ids_restore
+
+    def _encode_points(self, neighbourhoods, centres, mask_ratio: float = 0.0, noise=None):
+        tokens, mask, ids_restore = self.point_embeddings(neighbourhoods, centres, mask_ratio, noise)
+        hidden = self.point_encoder(tokens)
+        return self.point_hash_head(hidden[:, 0]), hidden, mask, ids_restore
+
+    def get_image_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Hash logits ``[B, K]`` of full (unmasked) images."""
+        return self._encode_image(self._check_pixel_values(pixel_values))[0]
+
+    def get_shape_logits(self, points: torch.Tensor) -> torch.Tensor:
+        """Hash logits ``[B, K]`` of full point clouds."""
+        neighbourhoods, centres = self.point_embeddings.grouper(self._check_points(points))
+        return self._encode_points(neighbourhoods, centres)[0]
+
+    def get_image_codes(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """±1 int8 codes ``[B, K]`` of images (``pixel_values`` from `CMAHProcessor`)."""
+        return codes_from_logits(self.get_image_logits(pixel_values))
+
+    def get_shape_codes(self, points: torch.Tensor) -> torch.Tensor:
+        """±1 int8 codes ``[B, K]`` of point clouds ``[B, N, 3]`` (``points`` from `CMAHProcessor`)."""
+        return codes_from_logits(self.get_shape_logits(points))
+
+    def get_image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """L2-normalised relaxed codes ``tanh(logits)`` ``[B, K]``, for float re-ranking."""
+        return F.normalize(torch.tanh(self.get_image_logits(pixel_values)), dim=-1)
+
+    def get_shape_embeds(self, points: torch.Tensor) -> torch.Tensor:
+        """L2-normalised relaxed codes ``tanh(logits)`` ``[B, K]`` of point clouds."""
+        return F.normalize(torch.tanh(self.get_shape_logits(points)), dim=-1)
+
+    # ----------------------------------------------------------------- training forward
+    def _reconstruct(self, image_hidden, image_restore, point_hidden, point_restore, centres):
+        """Fusion block + decoders over the masked encodings → patch pixels and group xyz for every token."""
+        image_tokens = self.image_decoder_embed(image_hidden)
+        point_tokens = self.point_decoder_embed(point_hidden)
+        image_tokens = torch.cat(
+            [image_tokens[:, :1], unshuffle_with_mask_tokens(image_tokens[:, 1:], self.image_mask_token, image_restore)],
+            dim=1,
+        ) + self.image_decoder_position_embeddings  # (B, 1 + P, D)
+        point_positions = self.point_decoder_position_embeddings(centres)  # (B, G, D)
+        point_tokens = torch.cat(
+            [
+                point_tokens[:, :1],
+                unshuffle_with_mask_tokens(point_tokens[:, 1:], self.point_mask_token, point_restore) + point_positions,
+            ],
+            dim=1,
+        )  # (B, 1 + G, D)
+        for layer in self.fusion_layers:
+            image_tokens, point_tokens = layer(image_tokens, point_tokens)
+        image_prediction = self.image_decoder(image_tokens)[:, 1:]  # (B, P, p·p·C)
+        point_prediction = self.point_decoder(point_tokens)[:, 1:]  # (B, G, S·3)
+        batch, groups, _ = point_prediction.shape
+        return image_prediction, point_prediction.reshape(batch, groups, self.config.group_size, 3)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        points: torch.Tensor,
+        image_noise: torch.Tensor | None = None,
+        point_noise: torch.Tensor | None = None,
+    ) -> CMAHModelOutput:
+        r"""The CMAH training objective on paired images and point clouds (row i of each is one shape).
+
+        image_noise (`torch.Tensor` of shape `(batch_size, num_patches)`, *optional*):
+            uniform noise that decides which patches are masked (default: ``torch.rand``).
+        point_noise (`torch.Tensor` of shape `(batch_size, num_groups)`, *optional*):
+            uniform noise that decides which point groups are masked.
+        """
+        config = self.config
+        pixel_values = self._check_pixel_values(pixel_values)
+        xyz = self._check_points(points)
+        if pixel_values.shape[0] != xyz.shape[0]:
+            raise CMAHInputError(
+                f"pixel_values and points must pair row by row: got {pixel_values.shape[0]} images "
+                f"and {xyz.shape[0]} point clouds"
+            )
+        neighbourhoods, centres = self.point_embeddings.grouper(xyz)
+        image_logits = self._encode_image(pixel_values)[0]
+        shape_logits = self._encode_points(neighbourhoods, centres)[0]
+        image_codes, shape_codes = torch.tanh(image_logits), torch.tanh(shape_logits)
+        temperature = config.contrastive_temperature
+        contrastive = config.contrastive_weight * info_nce_loss(image_codes, shape_codes, temperature)
+        zero = image_codes.new_zeros(())
+        output = CMAHModelOutput(image_codes=image_codes, shape_codes=shape_codes)
+
+        uses_masked_inputs = (
+            config.masked_contrastive_weight > 0
+            or config.image_reconstruction_weight > 0
+            or config.point_reconstruction_weight > 0
+        ) and (config.image_mask_ratio > 0 and config.point_mask_ratio > 0)
+        image_loss = point_loss = zero
+        if uses_masked_inputs:
+            masked_image_logits, image_hidden, image_mask, image_restore = self._encode_image(
+                pixel_values, config.image_mask_ratio, image_noise
+            )
+            masked_shape_logits, point_hidden, point_mask, point_restore = self._encode_points(
+                neighbourhoods, centres, config.point_mask_ratio, point_noise
+            )
+            masked_image_codes, masked_shape_codes = torch.tanh(masked_image_logits), torch.tanh(masked_shape_logits)
+            contrastive = contrastive + config.masked_contrastive_weight * 0.5 * (
+                info_nce_loss(masked_image_codes, shape_codes, temperature)
+                + info_nce_loss(masked_shape_codes, image_codes, temperature)
+            )
+            image_prediction, point_prediction = self._reconstruct(
+                image_hidden, image_restore, point_hidden, point_restore, centres
+            )
+            image_loss = masked_patch_loss(
+                image_prediction, patchify(pixel_values, config.patch_size), image_mask, config.norm_pix_loss
+            )
+            masked_groups = point_mask.bool()
+            point_loss = chamfer_distance(point_prediction[masked_groups], neighbourhoods[masked_groups])
+            output.masked_image_codes, output.masked_shape_codes = masked_image_codes, masked_shape_codes
+            output.image_reconstruction, output.point_reconstruction = image_prediction, point_prediction
+            output.image_mask, output.point_mask = image_mask, point_mask
+
+        output.contrastive_loss = contrastive
+        output.image_reconstruction_loss = image_loss
+        output.point_reconstruction_loss = point_loss
+        output.loss = (
+            contrastive
+            + config.image_reconstruction_weight * image_loss
+            + config.point_reconstruction_weight * point_loss
+        )
+        return output
+
+
+__all__ = [
+    "CMAHInputError",
+    "CMAHModel",
+    "CMAHModelOutput",
+    "CMAHPreTrainedModel",
+    "chamfer_distance",
+    "codes_from_logits",
+    "info_nce_loss",
+    "masked_patch_loss",
+]

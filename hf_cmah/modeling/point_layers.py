@@ -1,0 +1,116 @@
+"""Point-cloud layers shared by the CMAH and pre-aligned models, in pure PyTorch.
+
+Farthest point sampling, kNN and ball-query grouping, the Point-MAE mini-PointNet and the
+centre position MLP. No CUDA extensions: everything runs on the CPU and on any GPU, batched,
+and is deterministic (FPS starts from a fixed index, no hidden random state). Like
+`vit_layers`, these take plain sizes; imports only torch (saved with the model).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def gather_points(points: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Index ``points`` ``[B, N, C]`` with ``indices`` ``[B, ...]`` → ``[B, ..., C]``."""
+    batch = points.shape[0]
+    flat = indices.reshape(batch, -1)
+    gathered = torch.gather(points, 1, flat.unsqueeze(-1).expand(-1, -1, points.shape[-1]))
+    return gathered.reshape(*indices.shape, points.shape[-1])
+
+
+def farthest_point_sample(xyz: torch.Tensor, num_samples: int, start_index: int = 0) -> torch.Tensor:
+    """Indices ``[B, num_samples]`` of iterative farthest point sampling over ``xyz`` ``[B, N, 3]``.
+
+    Starts at ``start_index`` in every cloud (the pointnet2 CUDA kernel starts at 0), so the
+    result is a pure function of the input. One vectorised step per sample: O(G · N) work.
+    """
+    batch, num_points, _ = xyz.shape
+    indices = torch.zeros(batch, num_samples, dtype=torch.long, device=xyz.device)
+    min_distance = torch.full((batch, num_points), float("inf"), dtype=xyz.dtype, device=xyz.device)
+    farthest = torch.full((batch,), start_index, dtype=torch.long, device=xyz.device)
+    rows = torch.arange(batch, device=xyz.device)
+    for step in range(num_samples):
+        indices[:, step] = farthest
+        centre = xyz[rows, farthest].unsqueeze(1)  # (B, 1, 3)
+        min_distance = torch.minimum(min_distance, ((xyz - centre) ** 2).sum(-1))
+        farthest = min_distance.argmax(-1)
+    return indices
+
+
+def knn_indices(xyz: torch.Tensor, centres: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``[B, G, k]`` of the ``k`` nearest points of ``xyz`` ``[B, N, 3]`` to each centre ``[B, G, 3]``.
+
+    Sorted by distance; ties resolve by ``topk``'s order, stable for a given input.
+    """
+    distances = torch.cdist(centres, xyz)  # (B, G, N)
+    return distances.topk(k, dim=-1, largest=False, sorted=True).indices
+
+
+def ball_query_indices(xyz: torch.Tensor, centres: torch.Tensor, radius: float, num_neighbors: int) -> torch.Tensor:
+    """pointnet2's ball query: the first ``num_neighbors`` points (in index order) within ``radius``.
+
+    Slots past the last in-ball point repeat the first in-ball point, as the CUDA kernel does.
+    A centre always lies in its own ball when it is one of ``xyz``, so every ball is non-empty.
+    """
+    num_points = xyz.shape[1]
+    distances_sq = torch.cdist(centres, xyz) ** 2  # (B, G, N)
+    order = torch.arange(num_points, device=xyz.device).expand_as(distances_sq)
+    candidate = torch.where(distances_sq < radius**2, order, torch.full_like(order, num_points))
+    candidate = candidate.sort(dim=-1).values[..., :num_neighbors]  # (B, G, k)
+    first = candidate[..., :1].expand_as(candidate)
+    candidate = torch.where(candidate == num_points, first, candidate)
+    # A centre with no point in its ball (only when centres are not input points) takes its nearest point.
+    nearest = distances_sq.argmin(-1, keepdim=True).expand_as(candidate)
+    return torch.where(candidate == num_points, nearest, candidate)
+
+
+class MiniPointNet(nn.Module):
+    """Point-MAE's group encoder: shared MLP, max-pool, concat the global feature, MLP, max-pool.
+
+    ``[B, G, S, C_in]`` neighbourhoods → ``[B, G, out_channels]`` tokens.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        first_channels: tuple[int, int] = (128, 256),
+        second_channels: int = 512,
+    ):
+        super().__init__()
+        hidden, global_channels = first_channels
+        self.first_conv = nn.Sequential(
+            nn.Conv1d(in_channels, hidden, 1),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(hidden, global_channels, 1),
+        )
+        self.second_conv = nn.Sequential(
+            nn.Conv1d(2 * global_channels, second_channels, 1),
+            nn.BatchNorm1d(second_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(second_channels, out_channels, 1),
+        )
+
+    def forward(self, neighborhoods: torch.Tensor) -> torch.Tensor:
+        batch, groups, size, channels = neighborhoods.shape
+        features = self.first_conv(neighborhoods.reshape(batch * groups, size, channels).transpose(1, 2))  # (BG, C1, S)
+        pooled = features.max(dim=-1, keepdim=True).values  # (BG, C1, 1)
+        features = torch.cat([pooled.expand(-1, -1, size), features], dim=1)  # (BG, 2·C1, S)
+        features = self.second_conv(features).max(dim=-1).values  # (BG, C_out)
+        return features.reshape(batch, groups, -1)
+
+
+class CentrePositionMLP(nn.Module):
+    """Learned position embedding of group centres: ``xyz`` → hidden width (Point-MAE ``pos_embed``)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int = 128):
+        super().__init__()
+        self.fc1 = nn.Linear(3, intermediate_size)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, centres: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(centres)))
