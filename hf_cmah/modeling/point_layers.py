@@ -114,3 +114,51 @@ class CentrePositionMLP(nn.Module):
 
     def forward(self, centres: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(centres)))
+
+
+def group_points(
+    xyz: torch.Tensor,
+    features: torch.Tensor,
+    num_groups: int,
+    group_size: int,
+    radius: float | None = None,
+    start_index: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FPS centres and their neighbourhoods, with xyz relative to the centre.
+
+    ``xyz`` ``[B, N, 3]``, ``features`` ``[B, N, C]`` (per-point channels gathered beside the
+    relative xyz). ``radius`` selects pointnet2's ball query (OpenShape), ``None`` kNN (Point-BERT).
+    Returns the centres ``[B, G, 3]`` and ``[B, G, S, 3 + C]`` = relative xyz ⊕ gathered features.
+    """
+    centres = gather_points(xyz, farthest_point_sample(xyz, num_groups, start_index))  # (B, G, 3)
+    if radius is None:
+        neighbours = knn_indices(xyz, centres, group_size)
+    else:
+        neighbours = ball_query_indices(xyz, centres, radius, group_size)  # (B, G, S)
+    relative = gather_points(xyz, neighbours) - centres.unsqueeze(2)  # (B, G, S, 3)
+    return centres, torch.cat([relative, gather_points(features, neighbours)], dim=-1)
+
+
+class SetAbstraction(nn.Module):
+    """PointNet++'s single-scale set abstraction MLP, as OpenShape's PPAT uses it.
+
+    ``[B, G, S, C_in]`` neighbourhoods (from `group_points` with a radius) → 1×1 convs, each with
+    BatchNorm and ReLU (``in_channels → channels[0] → … → channels[-1]``) → max over the S
+    neighbours → ``[B, G, channels[-1]]``. Conv2d keeps the original weight layout.
+    """
+
+    def __init__(self, in_channels: int, channels: list[int] | tuple[int, ...]):
+        super().__init__()
+        self.mlp_convs = nn.ModuleList()
+        self.mlp_bns = nn.ModuleList()
+        last = in_channels
+        for width in channels:
+            self.mlp_convs.append(nn.Conv2d(last, width, 1))
+            self.mlp_bns.append(nn.BatchNorm2d(width))
+            last = width
+
+    def forward(self, neighbourhoods: torch.Tensor) -> torch.Tensor:
+        features = neighbourhoods.permute(0, 3, 1, 2)  # (B, C_in, G, S)
+        for conv, norm in zip(self.mlp_convs, self.mlp_bns):
+            features = torch.relu(norm(conv(features)))
+        return features.max(dim=-1).values.transpose(1, 2)  # (B, G, C_out)
