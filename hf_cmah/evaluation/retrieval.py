@@ -1,0 +1,161 @@
+"""Encode a data split with any retriever and score retrieval in both directions.
+
+The dataset columns are the data pipeline's: ``shape_id``, ``label`` (ClassLabel),
+``points`` (``[N, 3]``), an image column (``image`` by default), ``view``, ``source``.
+Queries are image rows; the shape database holds one row per ``shape_id``, sorted by id
+(so that Hamming ties resolve by id, see `hf_cmah.evaluation.metrics`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import InvalidInputError
+from .metrics import cosine_distances, hamming_distances, retrieval_metrics
+
+
+@dataclass
+class EncodedSet:
+    """Codes and embeddings of one side of a retrieval task, with the labels and ids that score it."""
+
+    codes: np.ndarray  # int8 [M, K] of ±1
+    embeds: np.ndarray | None  # float32 [M, D], L2-normalised; None for code-only baselines
+    labels: np.ndarray  # int [M]
+    shape_ids: np.ndarray  # str [M]: the shape each row shows (images) or is (shapes)
+
+
+def image_rows(dataset, kind: str):
+    """The rows and image column of one kind of image: a ``view.kind`` (render, photo, …), or
+    ``thumbnail`` (the thumbnail column, one row per shape). Returns ``(dataset, column)``."""
+    if kind == "thumbnail" and "thumbnail" in dataset.column_names:
+        return dataset.select(unique_shape_rows(dataset)), "thumbnail"
+    kinds = dataset.select_columns(["view"]).flatten()["view.kind"]
+    rows = [index for index, row_kind in enumerate(kinds) if row_kind == kind]
+    if not rows:
+        raise InvalidInputError(f"no image of kind {kind!r}: the rows have view.kind {sorted(set(kinds))}")
+    return dataset.select(rows), "image"
+
+
+def unique_shape_rows(dataset) -> list[int]:
+    """Index of the first row of every distinct ``shape_id``, ordered by shape id."""
+    first: dict[str, int] = {}
+    for index, shape_id in enumerate(dataset["shape_id"]):
+        first.setdefault(shape_id, index)
+    return [first[shape_id] for shape_id in sorted(first)]
+
+
+@torch.no_grad()
+def _encode(encode_codes, encode_embeds, batches, total: int, description: str, progress: bool):
+    codes, embeds = [], []
+    with tqdm(total=total, desc=description, disable=not progress, leave=False) as bar:
+        for inputs in batches:
+            codes.append(encode_codes(inputs).cpu().numpy().astype(np.int8))
+            embeds.append(encode_embeds(inputs).float().cpu().numpy())
+            bar.update(len(inputs))
+    return np.concatenate(codes), np.concatenate(embeds)
+
+
+def encode_images(
+    model, processor, dataset, batch_size: int = 64, image_column: str = "image", progress: bool = True
+) -> EncodedSet:
+    """Every row's image through ``get_image_codes`` and ``get_image_embeds``."""
+    model.eval()
+    device = model.device
+    rows = dataset.select_columns([image_column])
+
+    def batches():
+        for start in range(0, len(rows), batch_size):
+            images = rows[start : start + batch_size][image_column]
+            yield processor(images=images, return_tensors="pt")["pixel_values"].to(device)
+
+    codes, embeds = _encode(
+        model.get_image_codes, model.get_image_embeds, batches(), len(rows), f"encode {image_column}", progress
+    )
+    return EncodedSet(codes, embeds, np.asarray(dataset["label"]), np.asarray(dataset["shape_id"]))
+
+
+def encode_shapes(model, processor, dataset, batch_size: int = 64, progress: bool = True) -> EncodedSet:
+    """One point cloud per ``shape_id`` (sorted by id) through ``get_shape_codes`` and ``get_shape_embeds``."""
+    model.eval()
+    device = model.device
+    shapes = dataset.select(unique_shape_rows(dataset)).select_columns(["shape_id", "label", "points"])
+    clouds = shapes.with_format("numpy", columns=["points"])
+
+    def batches():
+        for start in range(0, len(clouds), batch_size):
+            points = list(clouds[start : start + batch_size]["points"])
+            yield processor(points=points, return_tensors="pt")["points"].to(device)
+
+    codes, embeds = _encode(
+        model.get_shape_codes, model.get_shape_embeds, batches(), len(shapes), "encode shapes", progress
+    )
+    return EncodedSet(codes, embeds, np.asarray(shapes["label"]), np.asarray(shapes["shape_id"]))
+
+
+def random_codes(encoded: EncodedSet, code_bits: int, seed: int) -> EncodedSet:
+    """The chance baseline: the same rows with uniformly random ±1 codes (no embeddings)."""
+    generator = np.random.default_rng(seed)
+    codes = np.where(generator.random((len(encoded.labels), code_bits)) < 0.5, -1, 1).astype(np.int8)
+    return EncodedSet(codes, None, encoded.labels, encoded.shape_ids)
+
+
+def score_retrieval(images: EncodedSet, shapes: EncodedSet, **metric_options) -> dict:
+    """Metrics of image→shape and shape→image retrieval by Hamming distance, and by cosine when embedded.
+
+    Keys: ``image_to_shape``, ``shape_to_image`` (Hamming), and ``image_to_shape_cosine``,
+    ``shape_to_image_cosine`` where both sides have embeddings; each is a `retrieval_metrics` dict.
+    """
+    code_bits = images.codes.shape[1]
+    distances = hamming_distances(images.codes, shapes.codes)  # (Q_images, N_shapes)
+    results = {
+        "image_to_shape": retrieval_metrics(
+            distances,
+            images.labels,
+            shapes.labels,
+            images.shape_ids,
+            shapes.shape_ids,
+            code_bits=code_bits,
+            **metric_options,
+        ),
+        "shape_to_image": retrieval_metrics(
+            distances.T,
+            shapes.labels,
+            images.labels,
+            shapes.shape_ids,
+            images.shape_ids,
+            code_bits=code_bits,
+            **metric_options,
+        ),
+    }
+    if images.embeds is not None and shapes.embeds is not None:
+        cosine = cosine_distances(images.embeds, shapes.embeds)
+        results["image_to_shape_cosine"] = retrieval_metrics(
+            cosine, images.labels, shapes.labels, images.shape_ids, shapes.shape_ids, **metric_options
+        )
+        results["shape_to_image_cosine"] = retrieval_metrics(
+            cosine.T, shapes.labels, images.labels, shapes.shape_ids, images.shape_ids, **metric_options
+        )
+    return results
+
+
+def summarize(results: dict, keys: tuple[str, ...] = ("map@all", "map@100", "p@10", "acc@1", "acc@10")) -> dict:
+    """The scalar headline numbers of `score_retrieval` output, ``{"image_to_shape/map@all": ..., ...}``."""
+    return {
+        f"{direction}/{key}": metrics[key] for direction, metrics in results.items() for key in keys if key in metrics
+    }
+
+
+__all__ = [
+    "EncodedSet",
+    "encode_images",
+    "encode_shapes",
+    "image_rows",
+    "random_codes",
+    "score_retrieval",
+    "summarize",
+    "unique_shape_rows",
+]

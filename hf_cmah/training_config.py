@@ -1,0 +1,239 @@
+"""The typed training configuration: one YAML file → `TrainingConfig`, every value checked.
+
+A file has four sections (``model``, ``data``, ``training``, ``output``); every key is a field
+below with its type, default and allowed range. A file may start from another with
+``extends: other.yaml`` (path relative to the file); its sections are merged key by key.
+``overrides`` (``["model.code_bits=32", ...]``, values parsed as YAML) apply last, so one recipe
+serves every code length. Any bad value raises `ConfigError` naming the file, the key and the
+problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .modeling import CMAH_PRESETS, CMAHConfig
+
+
+def _positive(value) -> bool:
+    return value > 0
+
+
+def _non_negative(value) -> bool:
+    return value >= 0
+
+
+def _check(test, requirement: str) -> dict:
+    return {"check": test, "requirement": requirement}
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Which CMAH model to train."""
+
+    preset: str = field(
+        default="cmah-tiny", metadata=_check(lambda v: v in CMAH_PRESETS, f"be one of {sorted(CMAH_PRESETS)}")
+    )
+    code_bits: int = field(default=64, metadata=_check(lambda v: v > 0 and v % 8 == 0, "be a positive multiple of 8"))
+    # Any other CMAHConfig argument, e.g. {masked_contrastive_weight: 0} for the contrastive-only ablation.
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """The paired data: a folder from `hf-cmah data build` (or a Hub dataset id); columns in docs/TRAINING.md."""
+
+    path: str = "~/.cache/hf-cmah/datasets/psb_v1_mini"
+    train_split: str = "train"
+    eval_split: str = "test"
+    # The images paired with shapes (training and eval queries): a `view.kind` (render, photo, …),
+    # or `thumbnail` for the thumbnail column.
+    image_kind: str = "render"
+    num_workers: int = field(default=0, metadata=_check(_non_negative, "be >= 0"))
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    """Optimisation: AdamW, linear warm-up then cosine decay to zero, gradient clipping."""
+
+    seed: int = 0
+    batch_size: int = field(default=32, metadata=_check(lambda v: v >= 2, "be >= 2 (InfoNCE needs negatives)"))
+    gradient_accumulation_steps: int = field(default=1, metadata=_check(_positive, "be >= 1"))
+    learning_rate: float = field(default=5.0e-4, metadata=_check(_positive, "be > 0"))
+    weight_decay: float = field(default=0.05, metadata=_check(_non_negative, "be >= 0"))
+    adam_beta1: float = field(default=0.9, metadata=_check(lambda v: 0 <= v < 1, "lie in [0, 1)"))
+    adam_beta2: float = field(default=0.95, metadata=_check(lambda v: 0 <= v < 1, "lie in [0, 1)"))
+    warmup_steps: int = field(default=20, metadata=_check(_non_negative, "be >= 0"))
+    max_steps: int = field(default=300, metadata=_check(_positive, "be >= 1"))
+    max_grad_norm: float = field(default=1.0, metadata=_check(_positive, "be > 0"))
+    # auto: bf16 on a GPU that has it, fp16 on other GPUs, fp32 on CPU.
+    mixed_precision: str = field(
+        default="auto", metadata=_check(lambda v: v in ("auto", "no", "bf16", "fp16"), "be auto, no, bf16 or fp16")
+    )
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    """Where and how often the run writes checkpoints, evaluations and logs."""
+
+    dir: str = "runs/cmah"
+    checkpoint_every: int = field(default=50, metadata=_check(_positive, "be >= 1"))
+    keep_checkpoints: int = field(default=2, metadata=_check(_positive, "be >= 1"))
+    # 0 = evaluate only at the end of the run.
+    eval_every: int = field(default=0, metadata=_check(_non_negative, "be >= 0"))
+    eval_batch_size: int = field(default=64, metadata=_check(_positive, "be >= 1"))
+    log_every: int = field(default=10, metadata=_check(_positive, "be >= 1"))
+    report_to: str = field(
+        default="tensorboard",
+        metadata=_check(lambda v: v in ("tensorboard", "none"), "be tensorboard or none"),
+    )
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    source: str = "<defaults>"
+
+    def model_config(self) -> CMAHConfig:
+        """The `CMAHConfig` this run trains (preset + code_bits + overrides)."""
+        return build_model_config(self.model, self.source)
+
+    def to_dict(self) -> dict:
+        """Plain values of the four sections (logged as hyper-parameters and saved beside the model)."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    @property
+    def dataset_path(self) -> str:
+        """``data.path`` with ``~`` and ``$VARS`` expanded (a Hub id passes through unchanged)."""
+        return os.path.expandvars(os.path.expanduser(self.data.path))
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelSection,
+    "data": DataSection,
+    "training": TrainingSection,
+    "output": OutputSection,
+}
+_NUMBER_TYPES = {int: (int,), float: (int, float), str: (str,), bool: (bool,), dict: (dict,)}
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
+def _unknown_key(source: str, where: str, key: str, known) -> ConfigError:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(sorted(known))}"
+    return ConfigError(f"{source}: unknown key {where}{key!r}{hint}")
+
+
+def _build_section(cls: type, values: dict, name: str, source: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: section {name!r} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key not in fields:
+            raise _unknown_key(source, f"{name}.", key, fields)
+        expected = hints[key]
+        # bool is an int subclass in Python; a YAML `true` is never a valid count.
+        if (isinstance(value, bool) and expected is not bool) or not isinstance(value, _NUMBER_TYPES[expected]):
+            raise ConfigError(
+                f"{source}: {name}.{key} must be of type {expected.__name__}, got {value!r} ({type(value).__name__})"
+            )
+        check = fields[key].metadata.get("check")
+        if check is not None and not check(value):
+            raise ConfigError(f"{source}: {name}.{key} must {fields[key].metadata['requirement']}, got {value!r}")
+    return cls(**{key: float(v) if hints[key] is float else v for key, v in values.items()})
+
+
+def build_model_config(model: ModelSection, source: str) -> CMAHConfig:
+    allowed = set(inspect.signature(CMAHConfig.__init__).parameters) - {"self", "kwargs", "code_bits"}
+    for key in model.overrides:
+        if key not in allowed:
+            raise _unknown_key(source, "model.overrides.", key, allowed)
+    try:
+        return CMAHConfig.from_preset(model.preset, code_bits=model.code_bits, **model.overrides)
+    except ValueError as error:
+        raise ConfigError(f"{source}: model: {error}") from error
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    if path in chain:
+        raise ConfigError(f"{path}: `extends` loops back to this file")
+    if not path.is_file():
+        raise ConfigError(f"{chain[-1] if chain else path}: config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must be a file name, got {parent!r}")
+    return _merge(_read_yaml((path.parent / parent).resolve(), (*chain, path)), data)
+
+
+def _apply_override(data: dict, override: str, source: str) -> dict:
+    key, separator, raw = override.partition("=")
+    parts = key.strip().split(".")
+    if not separator or len(parts) < 2 or not all(parts):
+        raise ConfigError(f"{source}: override {override!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: override {override!r}: value is not valid YAML: {error}") from error
+    for part in reversed(parts):
+        value = {part: value}
+    return _merge(data, value)
+
+
+def config_from_dict(data: dict, source: str = "<dict>") -> TrainingConfig:
+    """Check and build a `TrainingConfig` from nested plain values (the parsed YAML)."""
+    for name in data:
+        if name not in SECTIONS:
+            raise _unknown_key(source, "", name, SECTIONS)
+    sections = {name: _build_section(cls, data.get(name, {}), name, source) for name, cls in SECTIONS.items()}
+    config = TrainingConfig(**sections, source=source)
+    config.model_config()  # the model section is only valid if CMAHConfig accepts it
+    return config
+
+
+def load_training_config(path: str | os.PathLike, overrides: typing.Sequence[str] = ()) -> TrainingConfig:
+    """Read, merge (``extends``), override and check a YAML training config."""
+    path = Path(path).resolve()
+    data = _read_yaml(path)
+    for override in overrides:
+        data = _apply_override(data, override, str(path))
+    return config_from_dict(data, str(path))
+
+
+__all__ = [
+    "DataSection",
+    "ModelSection",
+    "OutputSection",
+    "TrainingConfig",
+    "TrainingSection",
+    "config_from_dict",
+    "load_training_config",
+]
