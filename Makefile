@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: env test quickstart lint format clean
+.PHONY: env blender-env test quickstart lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,18 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
-test: env
+# Blender as a Python module for the renderer (bpy 5.0.1 needs exactly Python 3.11); a separate venv.
+BLENDER_PYTHON ?= python3.11
+BLENDER_STAMP := .venv-blender/.installed
+
+$(BLENDER_STAMP):
+	test -x .venv-blender/bin/python || $(BLENDER_PYTHON) -m venv .venv-blender
+	.venv-blender/bin/python -m pip install -q "bpy==5.0.1"
+	touch $(BLENDER_STAMP)
+
+blender-env: $(BLENDER_STAMP)
+
+test: env blender-env
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 quickstart: env
