@@ -1,0 +1,169 @@
+"""PreAlignedShapeModel: configs and presets, both shape towers, retriever protocol, save/load."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from hf_cmah.modeling import (
+    PREALIGNED_PRESETS,
+    PreAlignedInputError,
+    PreAlignedShapeConfig,
+    PreAlignedShapeModel,
+)
+
+MODELING = Path(__file__).resolve().parents[2] / "hf_cmah" / "modeling"
+
+
+def tiny_config(architecture: str = "ppat", **overrides) -> PreAlignedShapeConfig:
+    shape = {
+        "architecture": architecture,
+        "in_channels": 6,
+        "num_points": 128,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "num_groups": 16,
+        "group_size": 16,
+        "group_radius": 0.4 if architecture == "ppat" else None,
+        "set_abstraction_channels": [16, 24],
+        "group_encoder_channels": [16, 16, 32, 24],
+        "position_hidden_size": 16,
+    }
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}  # fmt: skip
+    return PreAlignedShapeConfig(vision_config=vision, shape_config=shape, projection_dim=24, **overrides)
+
+
+def inputs(seed: int = 0, batch: int = 3):
+    generator = torch.Generator().manual_seed(seed)
+    points = torch.cat([torch.rand(batch, 128, 3, generator=generator) * 2 - 1, torch.rand(batch, 128, 3)], dim=-1)
+    return torch.randn(batch, 3, 32, 32, generator=generator), points
+
+
+@pytest.mark.parametrize("name", sorted(PREALIGNED_PRESETS))
+def test_presets_are_valid_configs(name):
+    config = PreAlignedShapeConfig.from_preset(name)
+    assert config.shape_config.feature_size in (config.projection_dim, config.shape_config.hidden_size,
+                                                2 * config.shape_config.hidden_size)  # fmt: skip
+    restored = PreAlignedShapeConfig.from_dict(config.to_dict())
+    assert restored.shape_config.to_dict() == config.shape_config.to_dict()
+    assert restored.vision_config.hidden_size == config.vision_config.hidden_size
+
+
+def test_preset_sizes_follow_the_originals():
+    g14 = PreAlignedShapeConfig.from_preset("openshape-pointbert-vitg14")
+    assert (g14.shape_config.hidden_size, g14.shape_config.intermediate_size, g14.shape_config.num_groups) == (
+        512,
+        1536,
+        384,
+    )
+    assert (g14.shape_config.group_radius, g14.shape_config.group_size, g14.shape_config.up_axis) == (0.2, 64, "z")
+    assert g14.projection_dim == 1280 and g14.vision_config.hidden_size == 1664
+    b32 = PreAlignedShapeConfig.from_preset("openshape-pointbert-vitb32")
+    assert b32.shape_projection == "identity" and b32.projection_dim == 512
+    ulip = PreAlignedShapeConfig.from_preset("ulip2-pointbert-vitg14")
+    assert ulip.shape_config.feature_size == 768 and ulip.shape_config.num_hidden_layers == 18
+    assert ulip.shape_projection == "linear_no_bias"
+
+
+def test_invalid_configs_are_rejected():
+    with pytest.raises(ValueError, match="architecture"):
+        tiny_config(architecture="pointnet")
+    with pytest.raises(ValueError, match="code_bits"):
+        tiny_config(code_bits=12)
+    with pytest.raises(ValueError, match="identity"):
+        tiny_config(shape_projection="identity")
+
+
+@pytest.mark.parametrize("architecture", ["ppat", "pointbert"])
+def test_retriever_protocol_and_round_trip(tmp_path, architecture):
+    torch.manual_seed(0)
+    model = PreAlignedShapeModel(tiny_config(architecture, code_bits=16)).eval()
+    pixels, points = inputs()
+    with torch.no_grad():
+        image_embeds = model.get_image_embeds(pixels)
+        shape_embeds = model.get_shape_embeds(points)
+        output = model(pixels, points)
+        codes = model.get_shape_codes(points)
+    assert image_embeds.shape == shape_embeds.shape == (3, 24)
+    torch.testing.assert_close(shape_embeds.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(output.logits_per_image, model.logit_scale.exp() * image_embeds @ shape_embeds.T)
+    assert codes.dtype == torch.int8 and codes.shape == (3, 16) and set(codes.unique().tolist()) <= {-1, 1}
+    torch.testing.assert_close(codes, torch.where(output.shape_code_logits >= 0, 1, -1).to(torch.int8))
+
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    AutoConfig.register(PreAlignedShapeConfig.model_type, PreAlignedShapeConfig, exist_ok=True)
+    AutoModel.register(PreAlignedShapeConfig, PreAlignedShapeModel, exist_ok=True)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.get_shape_embeds(points), shape_embeds)
+        torch.testing.assert_close(loaded.get_image_embeds(pixels), image_embeds)
+        torch.testing.assert_close(loaded.get_shape_codes(points), codes)
+
+
+def test_shape_encoding_is_deterministic_and_batch_independent():
+    torch.manual_seed(1)
+    model = PreAlignedShapeModel(tiny_config()).eval()
+    _, points = inputs(seed=2, batch=1)
+    with torch.no_grad():
+        first = model.get_shape_embeds(points)
+        assert torch.equal(first, model.get_shape_embeds(points))
+        torch.testing.assert_close(model.get_shape_embeds(points.repeat(2, 1, 1))[:1], first)
+
+
+def test_colourless_clouds_get_the_default_grey():
+    torch.manual_seed(2)
+    model = PreAlignedShapeModel(tiny_config()).eval()
+    _, points = inputs(seed=3)
+    grey = torch.cat([points[..., :3], torch.full_like(points[..., :3], 0.4)], dim=-1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.get_shape_embeds(points[..., :3]), model.get_shape_embeds(grey))
+
+
+def test_bad_inputs_raise_plain_errors():
+    model = PreAlignedShapeModel(tiny_config()).eval()
+    pixels, points = inputs()
+    with pytest.raises(PreAlignedInputError, match="no binarisation head"):
+        model.get_shape_codes(points)
+    with pytest.raises(PreAlignedInputError, match=r"\[batch, num_points, 3\]"):
+        model.get_shape_embeds(points[..., :4])
+    with pytest.raises(PreAlignedInputError, match="fewer than"):
+        model.get_shape_embeds(points[:, :8])
+    with pytest.raises(PreAlignedInputError, match="NaN"):
+        model.get_shape_embeds(points.clone().fill_(float("nan")))
+    with pytest.raises(PreAlignedInputError, match="pixel_values must have shape"):
+        model.get_image_embeds(pixels[:, :, :16])
+
+
+def test_binarisation_head_preserves_neighbourhoods_before_training():
+    # Gaussian rows make sign(W e) a random-hyperplane hash: close embeddings share more bits.
+    torch.manual_seed(3)
+    model = PreAlignedShapeModel(tiny_config(code_bits=256)).eval()
+    anchor = torch.nn.functional.normalize(torch.randn(24), dim=0)
+    near = torch.nn.functional.normalize(anchor + 0.1 * torch.randn(24), dim=0)
+    far = torch.nn.functional.normalize(torch.randn(24), dim=0)
+    bits = torch.sign(model.code_projection(torch.stack([anchor, near, far])))
+    assert (bits[0] == bits[1]).float().mean() > (bits[0] == bits[2]).float().mean()
+
+
+def test_modeling_files_import_only_torch_transformers_and_siblings():
+    for name in ("configuration_prealigned.py", "modeling_prealigned.py", "point_layers.py", "vit_layers.py"):
+        tree = ast.parse((MODELING / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level in (0, 1), f"{name}: relative import beyond the folder"
+                if node.level == 1:
+                    assert node.module and "." not in node.module and (MODELING / f"{node.module}.py").is_file()
+                else:
+                    assert node.module.split(".")[0] in ("torch", "transformers", "__future__", "dataclasses",
+                                                         "math", "typing", "collections"), (name, node.module)  # fmt: skip
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.split(".")[0] in ("torch", "transformers", "math"), (name, alias.name)
