@@ -52,7 +52,7 @@ def _flatten(loaded: object, path: Path) -> trimesh.Trimesh:
     if isinstance(loaded, trimesh.Scene):
         meshes = [geometry for geometry in loaded.dump() if isinstance(geometry, trimesh.Trimesh)]
         if not meshes:
-            raise MeshLoadError(f"{path}: the scene holds no triangle mesh")
+            raise MeshLoadError(f"{path}: holds no faces (an empty file, or text that is not a mesh)")
         # Concatenating textured and untextured parts can fail on their visuals; geometry matters more.
         try:
             return trimesh.util.concatenate(meshes)
@@ -65,7 +65,7 @@ def _flatten(loaded: object, path: Path) -> trimesh.Trimesh:
 
 def _clean_mesh(mesh: trimesh.Trimesh, path: Path) -> trimesh.Trimesh:
     if len(mesh.faces) == 0 or len(mesh.vertices) == 0:
-        raise MeshLoadError(f"{path}: the mesh has no faces")
+        raise MeshLoadError(f"{path}: holds no faces")
     finite = np.isfinite(mesh.vertices).all(axis=1)
     if not finite.all():
         mesh.update_faces(finite[mesh.faces].all(axis=1))
@@ -136,7 +136,7 @@ def sample_points(mesh: trimesh.Trimesh, num_points: int, seed: int = 0, with_co
     if not with_colors:
         return points
     colors = _sample_colors(mesh, face_index, barycentric)
-    return np.concatenate([points, colors], axis=1)
+    return np.concatenate([points, colors], axis=1).astype(np.float32)
 
 
 def _sample_colors(mesh: trimesh.Trimesh, face_index: np.ndarray, barycentric: np.ndarray) -> np.ndarray:
