@@ -13,14 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import shutil
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed.nn.functional as distributed_functional
 from accelerate import Accelerator, PartialState
@@ -30,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from hf_cmah import CMAHModel, CMAHProcessor
-from hf_cmah.data.storage import load_built_dataset
+from hf_cmah.data import load_built_dataset, select_views
 from hf_cmah.evaluation.retrieval import encode_images, encode_shapes, image_rows, score_retrieval, summarize
 from hf_cmah.modeling.modeling_cmah import info_nce_loss
 from hf_cmah.training_config import TrainingConfig, load_training_config
@@ -56,34 +53,29 @@ class TrainingProgress:
 
 
 class EpochViews(torch.utils.data.Dataset):
-    """One item per shape: its points and ONE of its views, drawn anew every epoch.
+    """The pairs of the current epoch (`select_views`: one random view of every shape) as a torch Dataset.
 
-    A batch then never holds two views of one shape, which InfoNCE would count as negatives.
-    The view depends only on (seed, epoch, shape), so a resumed run sees the same pairs.
+    One view per shape keeps two views of a shape out of one batch, where InfoNCE would count them
+    as negatives. The loader is prepared once; ``set_epoch`` swaps in the next epoch's draw, which
+    depends only on (seed, epoch), so a resumed run sees the same pairs.
     """
 
     def __init__(self, split, image_column: str, seed: int):
-        rows_of_shape = defaultdict(list)
-        for index, shape_id in enumerate(split["shape_id"]):
-            rows_of_shape[shape_id].append(index)
-        self.rows = [rows_of_shape[shape_id] for shape_id in sorted(rows_of_shape)]  # (shapes, views)
+        self.split = split.select_columns(["shape_id", image_column, "points"])
         self.image_column = image_column
-        self.split = split.select_columns([image_column, "points"]).with_format(
-            "numpy", columns=["points"], output_all_columns=True
-        )
         self.seed = seed
-        self.epoch = 0
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        rows = select_views(self.split, epoch=epoch, seed=self.seed)
+        self.rows = rows.with_format("numpy", columns=["points"], output_all_columns=True)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict:
-        views = self.rows[index]
-        row = self.split[views[random.Random(f"{self.seed}/{self.epoch}/{index}").randrange(len(views))]]
-        return {"image": row[self.image_column], "points": np.asarray(row["points"], dtype=np.float32)}
+        row = self.rows[index]
+        return {"image": row[self.image_column], "points": row["points"]}
 
 
 def get_dataloaders(config: TrainingConfig, processor: CMAHProcessor):

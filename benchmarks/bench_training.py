@@ -1,0 +1,177 @@
+"""Training throughput of a CMAH preset: samples/s, peak GPU memory and model FLOPs utilisation.
+
+    python benchmarks/bench_training.py write-dataset DIR --shapes 16384     # synthetic data, built layout
+    python benchmarks/bench_training.py step --preset cmah-base --batch-size 256
+    python benchmarks/bench_training.py mfu --preset cmah-base --train-log runs/x/train_log.jsonl
+
+FLOPs are counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` records every
+matmul, convolution and attention kernel of one training step (forward with the masked pass,
+the loss of training/train_cmah.py, backward) at the given batch size; element-wise work
+(norms, activations, the optimizer) is not counted. MFU = counted FLOPs per sample × samples/s
+÷ the GPU's dense bf16 peak (H100 SXM: 989 TFLOP/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def write_dataset(folder: Path, shapes: int, image_size: int, num_points: int, seed: int = 0) -> None:
+    """Random clouds and random flat-coloured images with one render each: throughput only, nothing to learn."""
+    import datasets
+    from PIL import Image
+
+    from hf_cmah.data.features import empty_view, shape_features
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index in range(shapes):
+        pixels = np.full((image_size, image_size, 3), 255, dtype=np.uint8)
+        low, high = sorted(rng.integers(0, image_size, size=2))
+        pixels[low : high + 1, low : high + 1] = rng.integers(0, 255, size=3, dtype=np.uint8)
+        rows.append(
+            {
+                "shape_id": f"synthetic_{index:06d}",
+                "label": index % 10,
+                "points": rng.normal(size=(num_points, 3)).astype(np.float32),
+                "image": Image.fromarray(pixels),
+                "view": {**empty_view("render"), "index": 0},
+                "source": "synthetic",
+                "mesh_path": "",
+            }
+        )
+    features = shape_features([f"class_{i}" for i in range(10)], num_points)
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    split = len(rows) * 9 // 10
+    for name, part in (("train", rows[:split]), ("test", rows[split:])):
+        datasets.Dataset.from_list(part, features=features).to_parquet(
+            str(folder / "data" / f"{name}-00000-of-00001.parquet")
+        )
+
+
+def _training_step_parts(preset: str, batch_size: int, device: torch.device):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from train_cmah import masking_noise, training_loss
+
+    from hf_cmah import CMAHConfig, CMAHModel
+
+    config = CMAHConfig.from_preset(preset)
+    model = CMAHModel(config).to(device)
+    pixel_values = torch.randn(batch_size, 3, config.image_size, config.image_size, device=device)
+    points = torch.randn(batch_size, config.num_points, 3, device=device)
+
+    def step(optimizer=None, batch_index: int = 0):
+        noise = masking_noise(config, batch_size, 0, batch_index, 0, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            output = model(pixel_values, points, image_noise=noise[0], point_noise=noise[1])
+        loss = training_loss(output, config, 1)
+        loss.backward()
+        if optimizer is not None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return model, step
+
+
+def flops_per_sample(preset: str, batch_size: int, device: torch.device) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _, step = _training_step_parts(preset, batch_size, device)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops() / batch_size
+
+
+def peak_tflops(device: torch.device, override: float | None) -> float:
+    if override:
+        return override
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    for key, value in PEAK_BF16_TFLOPS.items():
+        if key in name:
+            return value
+    raise SystemExit(f"no known bf16 peak for {name!r}: pass --peak-tflops")
+
+
+def run_step_benchmark(args) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    flops = flops_per_sample(args.preset, args.batch_size, device)
+    model, step = _training_step_parts(args.preset, args.batch_size, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    for index in range(args.warmup):
+        step(optimizer, index)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for index in range(args.steps):
+        step(optimizer, args.warmup + index)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    samples_per_second = args.batch_size * args.steps / seconds
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+        "gflops_per_sample": flops / 1e9,
+        "samples_per_second": samples_per_second,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
+    if device.type == "cuda":
+        result["mfu"] = flops * samples_per_second / (peak_tflops(device, args.peak_tflops) * 1e12)
+    return result
+
+
+def run_mfu(args) -> dict:
+    """MFU of a real train_cmah.py run from its log (median samples/s of the logged windows after the first)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    flops = flops_per_sample(args.preset, args.batch_size, device)
+    records = [json.loads(line) for line in Path(args.train_log).read_text().splitlines()]
+    rates = [record["samples_per_second"] for record in records[1:]]
+    rate = statistics.median(rates)
+    return {
+        "train_log": args.train_log,
+        "gflops_per_sample": flops / 1e9,
+        "median_samples_per_second": rate,
+        "peak_memory_gib": max(record.get("peak_memory_gib", 0.0) for record in records),
+        "mfu": flops * rate / (peak_tflops(device, args.peak_tflops) * 1e12),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    data = commands.add_parser("write-dataset")
+    data.add_argument("folder", type=Path)
+    data.add_argument("--shapes", type=int, default=16384)
+    data.add_argument("--image-size", type=int, default=128)
+    data.add_argument("--num-points", type=int, default=1024)
+    for name in ("step", "mfu"):
+        command = commands.add_parser(name)
+        command.add_argument("--preset", default="cmah-base")
+        command.add_argument("--batch-size", type=int, default=256)
+        command.add_argument("--peak-tflops", type=float, default=None)
+    commands.choices["step"].add_argument("--steps", type=int, default=20)
+    commands.choices["step"].add_argument("--warmup", type=int, default=5)
+    commands.choices["mfu"].add_argument("--train-log", required=True)
+    args = parser.parse_args()
+    if args.command == "write-dataset":
+        write_dataset(args.folder, args.shapes, args.image_size, args.num_points)
+        return
+    print(json.dumps(run_step_benchmark(args) if args.command == "step" else run_mfu(args), indent=1))
+
+
+if __name__ == "__main__":
+    main()
