@@ -17,6 +17,7 @@ COMMAND_MODULES: list[str] = [
     "hf_cmah.data.commands",
     "hf_cmah.evaluation.commands",
     "hf_cmah.convert.commands",
+    "hf_cmah.index.commands",
 ]
 
 

@@ -233,4 +233,49 @@ def topk_search(queries: np.ndarray, codes: np.ndarray, k: int, code_bits: int) 
     return np.take_along_axis(rows, order, axis=1), np.take_along_axis(distances, order, axis=1)
 
 
-__all__ = ["as_words", "topk_search"]
+@njit(cache=True, parallel=True)
+def _range_counts(queries, words, width, radius):
+    """Per query, how many rows lie within ``radius`` (first pass of the range search)."""
+    num_queries = queries.shape[0] // width
+    num_codes = words.shape[0] // width
+    counts = np.zeros(num_queries, np.int64)
+    for query in prange(num_queries):
+        total = 0
+        for row in range(num_codes):
+            total += _distance(queries, query, words, row, width) <= radius
+        counts[query] = total
+    return counts
+
+
+@njit(cache=True, parallel=True)
+def _range_fill(queries, words, width, radius, offsets, rows, distances):
+    """Second pass: write each query's rows within ``radius`` at its offset, in row order."""
+    num_queries = queries.shape[0] // width
+    num_codes = words.shape[0] // width
+    for query in prange(num_queries):
+        slot = offsets[query]
+        for row in range(num_codes):
+            distance = _distance(queries, query, words, row, width)
+            if distance <= radius:
+                rows[slot] = row
+                distances[slot] = distance
+                slot += 1
+
+
+def range_rows(queries: np.ndarray, codes: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every row within ``radius`` bits of each query: a list of ``(rows, distances)`` sorted by (distance, row)."""
+    query_words, width = as_words(queries)
+    code_words, _ = as_words(codes)
+    counts = _range_counts(query_words, code_words, width, radius)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    rows = np.empty(offsets[-1], np.int64)
+    distances = np.empty(offsets[-1], np.int32)
+    _range_fill(query_words, code_words, width, radius, offsets, rows, distances)
+    results = []
+    for start, stop in zip(offsets[:-1], offsets[1:]):
+        order = np.argsort(distances[start:stop], kind="stable")  # rows are ascending: stable keeps ties by row
+        results.append((rows[start:stop][order], distances[start:stop][order]))
+    return results
+
+
+__all__ = ["as_words", "range_rows", "topk_search"]

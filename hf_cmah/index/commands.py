@@ -1,0 +1,155 @@
+"""`hf-cmah index build | export-milvus | info` and `hf-cmah search`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    index = subparsers.add_parser("index", help="build and export shape indexes")
+    commands = index.add_subparsers(dest="index_command", required=True, metavar="INDEX_COMMAND")
+
+    build = commands.add_parser("build", help="encode a mesh folder into a ShapeIndex folder (resumable)")
+    build.add_argument("library", help="folder of mesh / point files (labels = first sub-folder names)")
+    build.add_argument("--model", required=True, help="hub id or local folder of a hashing model")
+    build.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
+    build.add_argument("--batch-size", type=int, default=32)
+    build.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    build.add_argument("--no-embeddings", action="store_true", help="store codes only (no float re-ranking)")
+    build.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
+    build.set_defaults(handler=run_build)
+
+    export = commands.add_parser("export-milvus", help="copy a ShapeIndex into a Milvus collection")
+    export.add_argument("index_dir")
+    export.add_argument("--uri", required=True, help="Milvus server URL or a milvus-lite .db file")
+    export.add_argument("--collection", required=True)
+    export.add_argument("--overwrite", action="store_true", help="drop an existing collection of that name")
+    export.set_defaults(handler=run_export_milvus)
+
+    info = commands.add_parser("info", help="verify an index folder and print its manifest")
+    info.add_argument("index_dir")
+    info.set_defaults(handler=run_info)
+
+    search = subparsers.add_parser("search", help="search a ShapeIndex with an image, a shape or a hex code")
+    search.add_argument("index_dir")
+    query = search.add_mutually_exclusive_group(required=True)
+    query.add_argument("--image", help="image file")
+    query.add_argument("--shape", help="mesh or point file")
+    query.add_argument("--code", help="packed code as hex (K/8 bytes)")
+    search.add_argument("--model", help="model that built the index (needed for --image / --shape)")
+    search.add_argument("-k", type=int, default=10)
+    search.add_argument("--rerank", type=int, default=0, help="re-rank this many Hamming candidates by cosine")
+    search.add_argument("--backend", choices=["exact", "approximate", "milvus"], default="exact")
+    search.add_argument("--milvus-uri", help="with --backend milvus")
+    search.add_argument("--collection", help="with --backend milvus")
+    search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    search.set_defaults(handler=run_search)
+
+
+def _load_model(name: str):
+    from transformers import AutoModel
+
+    import hf_cmah  # noqa: F401  (registers the Auto classes)
+
+    return AutoModel.from_pretrained(name)
+
+
+def _load_processor(name: str):
+    """The processor saved beside the model; a local folder without one gets the model config's defaults."""
+    from pathlib import Path
+
+    from transformers import AutoProcessor
+
+    if Path(name).is_dir() and not (Path(name) / "preprocessor_config.json").is_file():
+        return None
+    return AutoProcessor.from_pretrained(name)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from .encoding import build_index
+
+    model = _load_model(args.model)
+    index, failures = build_index(
+        model,
+        args.library,
+        args.out,
+        processor=_load_processor(args.model),
+        device=args.device,
+        batch_size=args.batch_size,
+        with_embeddings=not args.no_embeddings,
+        strict=args.strict,
+    )
+    print(f"indexed {len(index)} shapes ({index.code_bits}-bit codes) into {args.out}")
+    for shape_id, message in failures:
+        print(f"skipped {shape_id}: {message}")
+    return 1 if failures else 0
+
+
+def run_export_milvus(args: argparse.Namespace) -> int:
+    from .milvus import export_to_milvus
+    from .shape_index import ShapeIndex
+
+    count = export_to_milvus(ShapeIndex.load(args.index_dir), args.uri, args.collection, overwrite=args.overwrite)
+    print(f"exported {count} shapes to {args.uri} collection {args.collection!r}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from .storage import read_manifest
+
+    print(json.dumps(read_manifest(args.index_dir), indent=2, sort_keys=True))
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from ..errors import InvalidInputError
+    from .shape_index import ShapeIndex
+
+    if (args.image or args.shape) and not args.model:
+        raise InvalidInputError("--model: needed to encode an --image or --shape query")
+    index = ShapeIndex.load(args.index_dir)
+    if args.model:
+        index.set_model(_load_model(args.model), _load_processor(args.model))
+    if args.backend == "milvus":
+        index.use_backend("milvus", uri=args.milvus_uri, collection=args.collection)
+    elif args.backend == "approximate":
+        index.use_backend("approximate")
+    result = index.search(**_query(args, index), k=args.k, rerank=args.rerank)
+    rows = [
+        {"rank": rank + 1, "shape_id": shape_id, "distance": distance}
+        for rank, (shape_id, distance) in enumerate(zip(result.ids[0], result.distances[0]))
+    ]
+    if result.scores is not None:
+        for row, score in zip(rows, result.scores[0]):
+            row["score"] = round(score, 6)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print("\t".join(str(value) for value in row.values()))
+    return 0
+
+
+def _query(args: argparse.Namespace, index) -> dict:
+    import numpy as np
+
+    from ..errors import InvalidInputError
+
+    if args.code:
+        try:
+            return {"codes": np.frombuffer(bytes.fromhex(args.code), np.uint8)}
+        except ValueError:
+            raise InvalidInputError(f"--code: {args.code!r} is not hex") from None
+    if args.image:
+        from PIL import Image
+
+        try:
+            image = Image.open(args.image)
+            image.load()
+        except OSError as error:
+            raise InvalidInputError(f"--image: {args.image}: cannot read the image ({error})") from None
+        return {"images": [image]}
+    from ..geometry import load_points
+
+    return {"shapes": [load_points(args.shape, index.encoder.processor.num_points)]}

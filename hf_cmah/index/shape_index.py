@@ -1,0 +1,319 @@
+"""ShapeIndex: a shape library's packed codes, optional embeddings and metadata, searchable by Hamming distance.
+
+Rows are kept sorted by shape id, so "ties broken by row" (what every backend does) is
+"ties broken by shape id" (ARCHITECTURE.md, contract 5): results are sorted by Hamming
+distance, then by shape id, in ascending string order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..codes import pack_codes
+from ..errors import IncompatibleIndexError, InvalidInputError
+from .exact import ExactBackend
+from .storage import FORMAT_NAME, FORMAT_VERSION, METADATA_COLUMNS, ModelFingerprint, read_folder, write_folder
+
+
+@dataclass
+class SearchResult:
+    """Per query: shape ids, Hamming distances and, after re-ranking, cosine scores (best first)."""
+
+    ids: list[list[str]]
+    distances: list[list[int]]
+    scores: list[list[float]] | None = None
+
+
+class ShapeIndex:
+    """Packed codes ``uint8 [N, K/8]`` with their shape ids, metadata and optional float16 embeddings.
+
+    Build one with :meth:`from_codes` or :func:`hf_cmah.index.build_index`, persist it with
+    :meth:`save` / :meth:`load`, and query it with :meth:`search` (codes, images or shapes).
+    """
+
+    def __init__(
+        self,
+        codes: np.ndarray,
+        metadata,
+        code_bits: int,
+        embeddings: np.ndarray | None = None,
+        fingerprint: ModelFingerprint | None = None,
+    ):
+        self.code_bits = code_bits
+        self.codes = codes
+        self.metadata = metadata
+        self.embeddings = embeddings
+        self.fingerprint = fingerprint or ModelFingerprint()
+        self.encoder = None
+        self.backend = ExactBackend(codes, code_bits)
+        self.backend_options: dict = {}
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_codes(
+        cls,
+        codes,
+        shape_ids: Sequence[str],
+        code_bits: int | None = None,
+        *,
+        labels: Sequence[str | None] | None = None,
+        sources: Sequence[str | None] | None = None,
+        thumbnails: Sequence[str | None] | None = None,
+        embeddings: np.ndarray | None = None,
+        fingerprint: ModelFingerprint | None = None,
+    ) -> ShapeIndex:
+        """An index of ``codes`` (packed uint8 ``[N, K/8]`` or ±1 ``[N, K]``) named by unique ``shape_ids``."""
+        packed = _as_packed(codes, code_bits, "codes")
+        code_bits = packed.shape[1] * 8
+        empty = cls(
+            np.zeros((0, code_bits // 8), np.uint8), _metadata_table([], [], [], []), code_bits, None, fingerprint
+        )
+        empty.add(packed, shape_ids, labels=labels, sources=sources, thumbnails=thumbnails, embeddings=embeddings)
+        return empty
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    @property
+    def shape_ids(self) -> list[str]:
+        return self.metadata.column("shape_id").to_pylist()
+
+    def add(
+        self,
+        codes,
+        shape_ids: Sequence[str],
+        *,
+        labels: Sequence[str | None] | None = None,
+        sources: Sequence[str | None] | None = None,
+        thumbnails: Sequence[str | None] | None = None,
+        embeddings: np.ndarray | None = None,
+    ) -> None:
+        """Add shapes; their ids must be new. Embeddings are needed when the index keeps them."""
+        import pyarrow as pa
+
+        packed = _as_packed(codes, self.code_bits, "codes")
+        count = packed.shape[0]
+        shape_ids = [str(shape_id) for shape_id in shape_ids]
+        if len(shape_ids) != count:
+            raise InvalidInputError(f"shape_ids: {len(shape_ids)} ids for {count} codes")
+        embeddings = self._checked_embeddings(embeddings, count)
+        table = _metadata_table(
+            shape_ids, *(column if column is not None else [None] * count for column in (labels, sources, thumbnails))
+        )
+        metadata = pa.concat_tables([self.metadata, table])
+        all_ids = np.array(metadata.column("shape_id").to_pylist(), dtype=object)
+        order = np.argsort(all_ids, kind="stable")
+        duplicates = all_ids[order][1:][all_ids[order][1:] == all_ids[order][:-1]]
+        if len(duplicates):
+            raise InvalidInputError(
+                f"shape_ids: {len(duplicates)} already in the index or repeated, e.g. {duplicates[0]!r}"
+            )
+        self.codes = np.concatenate([self.codes, packed])[order]
+        self.metadata = metadata.take(pa.array(order))
+        if embeddings is not None:
+            stacked = embeddings if self.embeddings is None else np.concatenate([self.embeddings, embeddings])
+            self.embeddings = stacked[order]
+        self._codes_changed()
+
+    def remove(self, shape_ids: Sequence[str]) -> None:
+        """Remove shapes by id; unknown ids raise InvalidInputError and remove nothing."""
+        import pyarrow as pa
+
+        wanted = {str(shape_id) for shape_id in shape_ids}
+        present = np.isin(np.array(self.shape_ids, dtype=object), list(wanted))
+        missing = wanted - set(np.array(self.shape_ids, dtype=object)[present].tolist())
+        if missing:
+            raise InvalidInputError(f"shape_ids: {len(missing)} not in the index, e.g. {sorted(missing)[0]!r}")
+        keep = np.flatnonzero(~present)
+        self.codes = self.codes[keep]
+        self.metadata = self.metadata.take(pa.array(keep))
+        if self.embeddings is not None:
+            self.embeddings = self.embeddings[keep]
+        self._codes_changed()
+
+    def _checked_embeddings(self, embeddings, count: int) -> np.ndarray | None:
+        keeps_embeddings = self.embeddings is not None or len(self) == 0
+        if embeddings is None:
+            if self.embeddings is not None:
+                raise InvalidInputError(
+                    "embeddings: this index keeps embeddings for re-ranking; pass them for new shapes"
+                )
+            return None
+        if not keeps_embeddings:
+            raise InvalidInputError("embeddings: this index was built without embeddings; add codes only")
+        embeddings = np.asarray(embeddings, dtype=np.float16)
+        if embeddings.ndim != 2 or embeddings.shape[0] != count:
+            raise InvalidInputError(f"embeddings: expected [{count}, D], got {list(embeddings.shape)}")
+        if self.embeddings is not None and len(self) and embeddings.shape[1] != self.embeddings.shape[1]:
+            raise InvalidInputError(
+                f"embeddings: dimension {embeddings.shape[1]}, the index has {self.embeddings.shape[1]}"
+            )
+        return embeddings
+
+    def _codes_changed(self) -> None:
+        """Rows moved: rebuild the in-memory backend with its options (a remote one must be exported again)."""
+        if self.backend.name == "milvus":
+            raise IncompatibleIndexError("this index searches a Milvus collection; export it again after add/remove")
+        self.use_backend(self.backend.name, **self.backend_options)
+
+    # ------------------------------------------------------------------ backends and models
+    def use_backend(self, backend: str | object = "exact", **options) -> None:
+        """Search with ``"exact"`` (default), ``"approximate"`` (multi-index hashing, ``num_tables``,
+        ``num_flips``), ``"milvus"`` (``uri``, ``collection``) or a backend object with ``search(queries, k)``."""
+        if backend == "exact":
+            backend = ExactBackend(self.codes, self.code_bits)
+        elif backend == "approximate":
+            from .approximate import MultiIndexHashingBackend
+
+            backend = MultiIndexHashingBackend(self.codes, self.code_bits, **options)
+        elif backend == "milvus":
+            from .milvus import MilvusBackend
+
+            backend = MilvusBackend(code_bits=self.code_bits, count=len(self), **options)
+        elif isinstance(backend, str):
+            raise InvalidInputError(f"backend: {backend!r} is not one of 'exact', 'approximate', 'milvus'")
+        self.backend = backend
+        self.backend_options = options
+
+    def set_model(self, model, processor=None, device: str | None = None, batch_size: int = 32) -> None:
+        """Attach the retriever that encodes image/shape queries; refuse one whose bits or fingerprint differ."""
+        from .encoding import ShapeEncoder
+
+        code_bits = getattr(model.config, "code_bits", None)
+        if code_bits != self.code_bits:
+            raise IncompatibleIndexError(
+                f"model: emits {code_bits}-bit codes, the index holds {self.code_bits}-bit codes"
+            )
+        self.fingerprint.check_matches(ModelFingerprint.of(model), "model")
+        self.encoder = ShapeEncoder(model, processor, device=device, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ searching
+    def search(
+        self,
+        codes=None,
+        *,
+        images: Sequence | None = None,
+        shapes: Sequence | None = None,
+        k: int = 10,
+        rerank: int = 0,
+        query_embeddings: np.ndarray | None = None,
+    ) -> SearchResult:
+        """The ``k`` nearest shapes of each query, by Hamming distance then shape id.
+
+        Give exactly one of ``codes`` (packed or ±1), ``images`` or ``shapes`` (the last two need
+        :meth:`set_model`). With ``rerank > k`` and stored embeddings, the ``rerank`` nearest by
+        Hamming distance are re-ordered by float cosine similarity (ties by shape id).
+        """
+        queries, query_embeddings = self._queries(codes, images, shapes, query_embeddings)
+        if k <= 0:
+            raise InvalidInputError(f"k: must be positive, got {k}")
+        if not rerank:
+            rows, distances = self.backend.search(queries, k)
+            return self._result(rows, distances)
+        return self._reranked(queries, query_embeddings, k, rerank)
+
+    def range_search(self, codes=None, *, images=None, shapes=None, radius: int = 0) -> SearchResult:
+        """Every shape within ``radius`` bits of each query (exact, over the local codes)."""
+        queries, _ = self._queries(codes, images, shapes, None)
+        if not 0 <= radius <= self.code_bits:
+            raise InvalidInputError(f"radius: must be in 0..{self.code_bits}, got {radius}")
+        matches = ExactBackend(self.codes, self.code_bits).range_search(queries, radius)
+        ids = np.array(self.shape_ids, dtype=object)
+        return SearchResult([ids[rows].tolist() for rows, _ in matches], [dist.tolist() for _, dist in matches])
+
+    def _queries(self, codes, images, shapes, query_embeddings) -> tuple[np.ndarray, np.ndarray | None]:
+        given = [
+            name for name, value in (("codes", codes), ("images", images), ("shapes", shapes)) if value is not None
+        ]
+        if len(given) != 1:
+            raise InvalidInputError(f"search: give exactly one of codes, images, shapes (got {given or 'none'})")
+        if codes is not None:
+            return np.atleast_2d(_as_packed(codes, self.code_bits, "query codes")), query_embeddings
+        if self.encoder is None:
+            raise InvalidInputError(f"search: {given[0]} queries need a model; call set_model(model) first")
+        encode = self.encoder.encode_images if images is not None else self.encoder.encode_shapes
+        return encode(images if images is not None else shapes)
+
+    def _reranked(self, queries, query_embeddings, k: int, rerank: int) -> SearchResult:
+        if self.embeddings is None:
+            raise InvalidInputError("rerank: this index has no embeddings (build it with embeddings to re-rank)")
+        if query_embeddings is None:
+            raise InvalidInputError(
+                "rerank: pass query_embeddings with code queries (image/shape queries bring their own)"
+            )
+        if rerank < k:
+            raise InvalidInputError(f"rerank: must be at least k={k} candidates, got {rerank}")
+        rows, distances = self.backend.search(queries, rerank)
+        query_embeddings = np.asarray(query_embeddings, dtype=np.float32)
+        candidates = self.embeddings[np.maximum(rows, 0)].astype(np.float32)  # [Q, R, D]
+        scores = np.einsum("qd,qrd->qr", query_embeddings, candidates)
+        scores /= np.linalg.norm(candidates, axis=-1) * np.linalg.norm(query_embeddings, axis=-1, keepdims=True) + 1e-12
+        scores = np.where(rows < 0, -np.inf, scores)
+        order = np.lexsort((rows, -scores), axis=-1)[:, :k]  # rows sort like shape ids
+        result = self._result(np.take_along_axis(rows, order, -1), np.take_along_axis(distances, order, -1))
+        kept = np.take_along_axis(scores, order, -1)
+        result.scores = [row[np.isfinite(row)].tolist() for row in kept]
+        return result
+
+    def _result(self, rows: np.ndarray, distances: np.ndarray) -> SearchResult:
+        ids = np.array(self.shape_ids, dtype=object)
+        found = rows >= 0  # an approximate backend may find fewer than k
+        return SearchResult(
+            [ids[row[mask]].tolist() for row, mask in zip(rows, found)],
+            [dist[mask].tolist() for dist, mask in zip(distances, found)],
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Write the index folder atomically (a crash mid-save leaves a previous index at ``path`` intact)."""
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "model": {
+                "id": self.fingerprint.model_id,
+                "revision": self.fingerprint.revision,
+                "config_hash": self.fingerprint.config_hash,
+            },
+            "code_bits": self.code_bits,
+            "embedding_dim": None if self.embeddings is None else int(self.embeddings.shape[1]),
+            "count": len(self),
+        }
+        write_folder(Path(path), self.codes, self.metadata, self.embeddings, manifest)
+
+    @classmethod
+    def load(cls, path: str | Path, model=None, processor=None, device: str | None = None) -> ShapeIndex:
+        """Load and verify an index folder; with ``model``, also check it made the codes (bits, fingerprint)."""
+        manifest, codes, metadata, embeddings = read_folder(Path(path))
+        model_info = manifest.get("model", {})
+        fingerprint = ModelFingerprint(model_info.get("id"), model_info.get("revision"), model_info.get("config_hash"))
+        index = cls(codes, metadata, int(manifest["code_bits"]), embeddings, fingerprint)
+        if model is not None:
+            index.set_model(model, processor, device=device)
+        return index
+
+
+def _as_packed(codes, code_bits: int | None, where: str) -> np.ndarray:
+    """Packed uint8 codes from packed bytes or ±1 / bool codes, checked against ``code_bits``."""
+    array = codes.detach().cpu().numpy() if hasattr(codes, "detach") else np.asarray(codes)
+    if array.ndim not in (1, 2):
+        raise InvalidInputError(f"{where}: expected [N, K/8] packed or [N, K] ±1 codes, got shape {list(array.shape)}")
+    array = np.atleast_2d(array)
+    if array.dtype != np.uint8:
+        array = pack_codes(array)
+    if code_bits is not None and array.shape[1] * 8 != code_bits:
+        raise IncompatibleIndexError(f"{where}: {array.shape[1] * 8}-bit codes, the index holds {code_bits}-bit codes")
+    return np.ascontiguousarray(array)
+
+
+def _metadata_table(shape_ids, labels, sources, thumbnails):
+    import pyarrow as pa
+
+    columns = (shape_ids, labels, sources, thumbnails)
+    return pa.table({name: pa.array(list(values), pa.string()) for name, values in zip(METADATA_COLUMNS, columns)})
+
+
+__all__ = ["SearchResult", "ShapeIndex"]

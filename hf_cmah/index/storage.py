@@ -1,0 +1,167 @@
+"""The ShapeIndex folder on disk (ARCHITECTURE.md, contract 5): manifest, checksums, atomic save.
+
+    DIR/manifest.json        format version, model fingerprint, code bits, embedding dim, count, sha256 of every file
+    DIR/codes.u8             packed codes, uint8, row-major [count, code_bits / 8]
+    DIR/embeds.f16.npy       optional float16 embeddings [count, dim], for re-ranking
+    DIR/metadata.parquet     shape_id (sorted, unique), label, source, thumbnail
+
+A folder is written complete into a hidden sibling and then renamed into place, so a
+crash while writing leaves the previous index untouched and loadable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CorruptIndexError, IncompatibleIndexError
+
+FORMAT_NAME = "hf-cmah-shape-index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CODES_FILE = "codes.u8"
+EMBEDS_FILE = "embeds.f16.npy"
+METADATA_FILE = "metadata.parquet"
+METADATA_COLUMNS = ("shape_id", "label", "source", "thumbnail")
+
+
+@dataclass(frozen=True)
+class ModelFingerprint:
+    """What identifies the model that made an index's codes: hub id, revision and a hash of its config."""
+
+    model_id: str | None = None
+    revision: str | None = None
+    config_hash: str | None = None
+
+    @classmethod
+    def of(cls, model) -> ModelFingerprint:
+        """Fingerprint a retriever: its config's hub id and commit, and the sha256 of its config JSON."""
+        config = model.config
+        settings = config.to_dict()
+        for volatile in ("_name_or_path", "_commit_hash", "transformers_version", "torch_dtype", "dtype"):
+            settings.pop(volatile, None)
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+        return cls(getattr(config, "_name_or_path", None) or None, getattr(config, "_commit_hash", None), digest)
+
+    def check_matches(self, other: ModelFingerprint, where: str) -> None:
+        """Raise IncompatibleIndexError naming the field that differs (fields unknown on either side are skipped)."""
+        if self.config_hash and other.config_hash and self.config_hash != other.config_hash:
+            raise IncompatibleIndexError(
+                f"{where}: the index was built by a model with config hash {self.config_hash[:12]}… "
+                f"({self.model_id or 'unnamed'}), this model has {other.config_hash[:12]}… ({other.model_id or 'unnamed'})"
+            )
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_folder(path: Path, codes: np.ndarray, metadata, embeddings: np.ndarray | None, manifest: dict) -> None:
+    """Write a complete index folder at ``path`` atomically (temp sibling, then rename)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    temp.mkdir()
+    try:
+        np.ascontiguousarray(codes, dtype=np.uint8).tofile(temp / CODES_FILE)
+        pq.write_table(metadata, temp / METADATA_FILE)
+        if embeddings is not None:
+            np.save(temp / EMBEDS_FILE, embeddings.astype(np.float16))
+        files = sorted(item.name for item in temp.iterdir())
+        manifest = {**manifest, "files": {name: sha256_file(temp / name) for name in files}}
+        (temp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        for item in temp.iterdir():
+            _fsync(item)
+        _swap_into_place(temp, path)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def _fsync(file: Path) -> None:
+    with open(file, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _swap_into_place(temp: Path, path: Path) -> None:
+    """Rename ``temp`` to ``path``; an existing index is moved aside first and deleted only afterwards."""
+    if not path.exists():
+        os.rename(temp, path)
+        return
+    if not (path / MANIFEST).is_file():
+        raise FileExistsError(f"{path}: exists and is not a ShapeIndex folder (no {MANIFEST}); not overwriting it")
+    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(path, old)
+    os.rename(temp, path)
+    shutil.rmtree(old)
+
+
+def read_manifest(path: Path) -> dict:
+    """Read and verify ``manifest.json`` and the sha256 of every file it lists."""
+    path = Path(path)
+    manifest_file = path / MANIFEST
+    if not manifest_file.is_file():
+        raise FileNotFoundError(f"{path}: not a ShapeIndex folder (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except json.JSONDecodeError as error:
+        raise CorruptIndexError(f"{manifest_file}: not valid JSON ({error})") from None
+    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
+        raise CorruptIndexError(
+            f"{manifest_file}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}, "
+            f"this hf_cmah reads {FORMAT_NAME!r} version {FORMAT_VERSION}"
+        )
+    for name, expected in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise CorruptIndexError(f"{file}: listed in the manifest but missing")
+        if sha256_file(file) != expected:
+            raise CorruptIndexError(f"{file}: sha256 does not match the manifest (the file is corrupt or was edited)")
+    return manifest
+
+
+def read_folder(path: Path) -> tuple[dict, np.ndarray, object, np.ndarray | None]:
+    """Verified ``(manifest, codes uint8 [N, B], metadata pyarrow.Table, embeddings float16 or None)``."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    count, code_bytes = int(manifest["count"]), int(manifest["code_bits"]) // 8
+    codes = np.fromfile(path / CODES_FILE, dtype=np.uint8)
+    if codes.size != count * code_bytes:
+        raise CorruptIndexError(f"{path / CODES_FILE}: {codes.size} bytes, the manifest says {count} × {code_bytes}")
+    metadata = pq.read_table(path / METADATA_FILE)
+    if metadata.num_rows != count:
+        raise CorruptIndexError(f"{path / METADATA_FILE}: {metadata.num_rows} rows, the manifest says {count}")
+    embeddings = np.load(path / EMBEDS_FILE) if (path / EMBEDS_FILE).is_file() else None
+    if embeddings is not None and embeddings.shape[0] != count:
+        raise CorruptIndexError(f"{path / EMBEDS_FILE}: {embeddings.shape[0]} rows, the manifest says {count}")
+    return manifest, codes.reshape(count, code_bytes), metadata, embeddings
+
+
+__all__ = [
+    "CODES_FILE",
+    "EMBEDS_FILE",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "METADATA_COLUMNS",
+    "METADATA_FILE",
+    "ModelFingerprint",
+    "read_folder",
+    "read_manifest",
+    "write_folder",
+]
