@@ -1,0 +1,193 @@
+"""ShapeIndex: search order and ties, add/remove, save/load, atomic save, refusals, corruption."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hf_cmah.codes import hamming_distance, pack_codes
+from hf_cmah.errors import CorruptIndexError, IncompatibleIndexError, InvalidInputError
+from hf_cmah.index import ModelFingerprint, ShapeIndex, storage
+from hf_cmah.modeling import CMAHConfig, CMAHModel
+
+
+def random_index(count=300, code_bits=32, seed=0, embeddings=True):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 256, (count, code_bits // 8), dtype=np.uint8)
+    shape_ids = [f"shape-{number:04d}" for number in rng.permutation(count)]  # not in id order
+    embeds = rng.normal(size=(count, 8)).astype(np.float32) if embeddings else None
+    return ShapeIndex.from_codes(codes, shape_ids, labels=["chair"] * count, embeddings=embeds), codes, shape_ids
+
+
+def expected_ids(codes, shape_ids, queries, k):
+    distances = hamming_distance(queries, codes)
+    results = []
+    for row in distances:
+        pairs = sorted(zip(row.tolist(), shape_ids))[:k]
+        results.append(([shape_id for _, shape_id in pairs], [distance for distance, _ in pairs]))
+    return results
+
+
+def test_search_sorts_by_distance_then_shape_id():
+    index, codes, shape_ids = random_index(code_bits=16)
+    queries = codes[:5]
+    result = index.search(queries, k=20)
+    for ids, distances, (want_ids, want_distances) in zip(
+        result.ids, result.distances, expected_ids(codes, shape_ids, queries, 20)
+    ):
+        assert ids == want_ids
+        assert distances == want_distances
+
+
+def test_search_accepts_plus_minus_one_codes():
+    index, codes, _ = random_index()
+    signs = np.where(np.unpackbits(codes[:2], axis=1) > 0, 1, -1).astype(np.int8)
+    assert index.search(torch.from_numpy(signs), k=3).ids == index.search(codes[:2], k=3).ids
+
+
+def test_add_and_remove():
+    index, _, shape_ids = random_index(count=50)
+    extra = np.random.default_rng(1).integers(0, 256, (3, 4), dtype=np.uint8)
+    index.add(extra, ["new-a", "new-b", "new-c"], embeddings=np.ones((3, 8)))
+    assert len(index) == 53
+    assert index.search(extra[1], k=1).ids == [["new-b"]]
+    assert index.shape_ids == sorted(index.shape_ids)
+    with pytest.raises(InvalidInputError, match="already in the index"):
+        index.add(extra[:1], ["new-a"], embeddings=np.ones((1, 8)))
+    index.remove(["new-b", shape_ids[0]])
+    assert len(index) == 51 and "new-b" not in index.shape_ids
+    with pytest.raises(InvalidInputError, match="not in the index"):
+        index.remove(["missing"])
+    with pytest.raises(InvalidInputError, match="pass them"):
+        index.add(extra[:1], ["x"])
+
+
+def test_range_search_and_rerank():
+    index, codes, shape_ids = random_index(code_bits=16)
+    result = index.range_search(codes[0], radius=3)
+    distances = hamming_distance(codes[:1], codes)[0]
+    assert sorted(result.ids[0]) == sorted(np.array(shape_ids)[distances <= 3].tolist())
+    assert result.distances[0] == sorted(result.distances[0])
+    query_embeddings = index.embeddings[:1].astype(np.float32)
+    reranked = index.search(index.codes[0], k=5, rerank=50, query_embeddings=query_embeddings)
+    assert reranked.ids[0][0] == index.shape_ids[0]
+    assert reranked.scores[0] == sorted(reranked.scores[0], reverse=True)
+    with pytest.raises(InvalidInputError, match="query_embeddings"):
+        index.search(index.codes[0], k=5, rerank=50)
+
+
+def test_save_load_round_trip(tmp_path):
+    index, codes, _ = random_index()
+    index.save(tmp_path / "lib")
+    loaded = ShapeIndex.load(tmp_path / "lib")
+    assert loaded.shape_ids == index.shape_ids
+    np.testing.assert_array_equal(loaded.codes, index.codes)
+    np.testing.assert_array_equal(loaded.embeddings, index.embeddings)
+    assert loaded.search(codes[:4], k=7) == index.search(codes[:4], k=7)
+    manifest = json.loads((tmp_path / "lib" / "manifest.json").read_text())
+    assert (
+        manifest["count"] == 300
+        and manifest["code_bits"] == 32
+        and set(manifest["files"])
+        == {
+            "codes.u8",
+            "embeds.f16.npy",
+            "metadata.parquet",
+        }
+    )
+
+
+def test_crash_mid_save_leaves_the_old_index_loadable(tmp_path, monkeypatch):
+    old, _, _ = random_index(seed=1)
+    old.save(tmp_path / "lib")
+    new, _, _ = random_index(seed=2)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(storage, "_swap_into_place", crash)
+    with pytest.raises(KeyboardInterrupt):
+        new.save(tmp_path / "lib")
+    assert ShapeIndex.load(tmp_path / "lib").shape_ids == old.shape_ids
+    assert [path.name for path in tmp_path.iterdir()] == ["lib"]  # the half-written folder is gone
+
+
+@pytest.mark.parametrize("victim", ["codes.u8", "metadata.parquet", "embeds.f16.npy"])
+def test_corrupt_file_is_detected(tmp_path, victim):
+    index, _, _ = random_index()
+    index.save(tmp_path / "lib")
+    path = tmp_path / "lib" / victim
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptIndexError, match=victim):
+        ShapeIndex.load(tmp_path / "lib")
+
+
+def test_missing_file_and_bad_manifest_are_detected(tmp_path):
+    index, _, _ = random_index()
+    index.save(tmp_path / "lib")
+    (tmp_path / "lib" / "codes.u8").unlink()
+    with pytest.raises(CorruptIndexError, match="missing"):
+        ShapeIndex.load(tmp_path / "lib")
+    (tmp_path / "lib" / "manifest.json").write_text("{not json")
+    with pytest.raises(CorruptIndexError, match="not valid JSON"):
+        ShapeIndex.load(tmp_path / "lib")
+
+
+def tiny_model(code_bits=32, seed=0, **overrides):
+    torch.manual_seed(seed)
+    return CMAHModel(CMAHConfig.from_preset("cmah-tiny", code_bits=code_bits, **overrides))
+
+
+def test_model_mismatch_is_refused_with_the_reason(tmp_path):
+    model = tiny_model(code_bits=32)
+    index, _, _ = random_index(code_bits=32)
+    index.fingerprint = ModelFingerprint.of(model)
+    index.save(tmp_path / "lib")
+    ShapeIndex.load(tmp_path / "lib", model=model)  # the same model loads
+    with pytest.raises(IncompatibleIndexError, match="64-bit codes, the index holds 32-bit"):
+        ShapeIndex.load(tmp_path / "lib", model=tiny_model(code_bits=64))
+    other = tiny_model(code_bits=32, image_mask_ratio=0.5)
+    with pytest.raises(IncompatibleIndexError, match="config hash"):
+        ShapeIndex.load(tmp_path / "lib", model=other)
+    with pytest.raises(IncompatibleIndexError, match="16-bit codes"):
+        index.search(np.zeros((1, 2), np.uint8))
+
+
+def test_image_and_shape_queries_through_the_model():
+    model = tiny_model(code_bits=32)
+    rng = np.random.default_rng(0)
+    clouds = [rng.normal(size=(300, 3)).astype(np.float32) for _ in range(6)]
+    index = ShapeIndex.from_codes(np.zeros((1, 4), np.uint8), ["placeholder"])
+    index.fingerprint = ModelFingerprint.of(model)
+    index.set_model(model)
+    codes, embeds = index.encoder.encode_shapes(clouds)
+    index.add(codes, [f"cloud-{number}" for number in range(6)])
+    result = index.search(shapes=[clouds[3]], k=1)
+    assert result.distances[0] == [0]
+    image = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
+    assert len(index.search(images=[image], k=3).ids[0]) == 3
+    assert embeds.shape == (6, 32)
+    np.testing.assert_array_equal(
+        codes, pack_codes(model.get_shape_codes(index.encoder.processor(points=clouds)["points"]))
+    )
+
+
+def test_approximate_backend_finds_near_neighbours():
+    """Clustered codes (like a trained model's): multi-index hashing must find the planted neighbours."""
+    rng = np.random.default_rng(0)
+    centres = rng.integers(0, 2, (200, 64), dtype=np.uint8)
+    members = centres[rng.integers(0, 200, 5000)]
+    flips = rng.random(members.shape) < 0.03
+    codes = np.packbits(members ^ flips, axis=1)
+    index = ShapeIndex.from_codes(codes, [f"{number:05d}" for number in range(5000)])
+    queries = codes[:50]
+    exact = index.search(queries, k=10)
+    index.use_backend("approximate", num_tables=4, num_flips=1)
+    approximate = index.search(queries, k=10)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approximate.ids, exact.ids)])
+    assert recall >= 0.9
+    index.add(codes[:1], ["extra"])  # the backend is rebuilt with its options
+    assert index.backend.name == "approximate" and index.backend.index.nflip == 1
