@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 
 from ..errors import InvalidInputError
 from .card import dataset_card
@@ -71,11 +72,22 @@ def read_build_info(folder: str | Path) -> dict:
 
 
 def load_built_dataset(folder: str | Path) -> datasets.DatasetDict:
-    """Load a built folder (or a Hub repo id pushed with ``hf-cmah data push``) as a ``DatasetDict``."""
+    """Load a built folder, or a Hub repo id pushed with ``hf-cmah data push``, as a ``DatasetDict``.
+
+    Local folders are read straight from their Parquet shards: ``datasets.load_dataset`` on
+    a folder may serve an older build from its own cache after a rebuild in the same place.
+    """
     folder_path = Path(folder)
-    if folder_path.exists() and not (folder_path / "data").is_dir():
-        raise InvalidInputError(f"{folder}: no data/ folder of Parquet shards")
-    return datasets.load_dataset(str(folder))
+    if not folder_path.exists():
+        return datasets.load_dataset(str(folder))
+    shards = sorted((folder_path / "data").glob("*.parquet"))
+    if not shards:
+        raise InvalidInputError(f"{folder}: no data/*.parquet shards (not a built dataset folder)")
+    by_split: dict[str, list[datasets.Dataset]] = {}
+    for shard in shards:
+        split = shard.name.split("-", 1)[0]
+        by_split.setdefault(split, []).append(datasets.Dataset(pq.read_table(shard)))
+    return datasets.DatasetDict({split: datasets.concatenate_datasets(parts) for split, parts in by_split.items()})
 
 
 __all__ = ["BUILD_INFO", "load_built_dataset", "read_build_info", "write_dataset"]
