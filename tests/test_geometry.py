@@ -139,3 +139,19 @@ def test_normalize_points_keeps_colors():
     normal = normalize_points(points, up_axis="z")
     assert np.allclose(normal[:, 3:], points[:, 3:])
     assert np.allclose(normal[:, :3], [[0, -1, 0], [0, 1, 0]])
+
+
+@pytest.mark.parametrize(
+    "header", ["OFF\n4 2 0\n", "OFF 4 2 0\n", "OFF4 2 0\n"], ids=["plain", "one-line", "modelnet-glitch"]
+)
+def test_off_headers(tmp_path, header):
+    path = tmp_path / "tetra.off"
+    path.write_text(header + "0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 1 2\n3 0 1 3\n")
+    mesh = load_mesh(path)
+    assert mesh.vertices.shape == (4, 3) and mesh.faces.tolist() == [[0, 1, 2], [0, 1, 3]]
+
+
+def test_off_with_quads_and_colours_goes_through_trimesh(tmp_path):
+    path = tmp_path / "quad.off"
+    path.write_text("OFF\n4 1 0\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3 255 0 0\n")
+    assert len(load_mesh(path).faces) == 2
