@@ -19,6 +19,8 @@ Why this shape (benchmarks in docs/BENCHMARKS.md):
 
 from __future__ import annotations
 
+import itertools
+
 import numba
 import numpy as np
 from numba import njit, prange, types
@@ -28,8 +30,13 @@ from numba.extending import intrinsic
 # of a task before the next block is read.
 CODE_BLOCK = 4096
 # Each group of this many codes is first counted against a query's bound (vectorised, no
-# branches) and rescanned one by one only on a hit; small groups keep rescans rare.
-CHECK_GROUP = 256
+# branches); only on a hit are its rows looked at again, so rescans stay rare.
+CHECK_GROUP = 64
+# A group with a hit is narrowed to sub-groups this size before rows are looked at one by one.
+CHECK_SUBGROUP = 8
+# Below this many query × code pairs (~1 ms of work) the search runs in the calling thread:
+# waking the pool costs more than it saves, and far more on a busy machine.
+PARALLEL_MIN_PAIRS = 1 << 22
 
 
 @intrinsic
@@ -89,17 +96,6 @@ def _count_below(queries, query, words, start, stop, width, bound):
 
 
 @njit(cache=True, nogil=True)
-def _kth_distance(counts, k):
-    """Smallest t with at least k accepted distances ≤ t."""
-    total = 0
-    for distance in range(counts.shape[0]):
-        total += counts[distance]
-        if total >= k:
-            return distance
-    return counts.shape[0]
-
-
-@njit(cache=True, nogil=True)
 def _compact(buffer_distances, buffer_rows, fill, counts, k, bound):
     """Keep the k best accepted (distance, row) pairs in row order; return the new fill."""
     below = 0
@@ -124,8 +120,10 @@ def _compact(buffer_distances, buffer_rows, fill, counts, k, bound):
 def _accept_rows(queries, query, words, width, start, stop, k, bound, state_distances, state_rows, state, counts):
     """Rescan rows ``start:stop`` one by one, keeping those closer than ``bound``; return the new bound.
 
-    ``state`` is ``[fill, accepted]`` of this query's buffer of (distance, row) pairs, ``counts``
-    its histogram of accepted distances.
+    ``state`` is ``[fill, below]``: the fill of this query's buffer of (distance, row) pairs and
+    how many accepted distances lie below the bound; ``counts`` is their histogram. The bound
+    is the k-th smallest distance so far (``below < k ≤ below + counts[bound]``), lowered in
+    place as rows arrive: O(1) per accepted row, no rescan of the histogram.
     """
     capacity = state_distances.shape[0]
     for row in range(start, stop):
@@ -137,10 +135,11 @@ def _accept_rows(queries, query, words, width, start, stop, k, bound, state_dist
         state_distances[state[0]] = distance
         state_rows[state[0]] = row
         state[0] += 1
-        state[1] += 1
         counts[distance] += 1
-        if state[1] >= k:
-            bound = _kth_distance(counts, k)
+        state[1] += 1
+        while state[1] >= k:
+            bound -= 1
+            state[1] -= counts[bound]
     return bound
 
 
@@ -155,7 +154,7 @@ def _scan(queries, words, width, first_query, last_query, row_offset, k, code_bi
     stop = words.shape[0] // width
     state_distances = np.empty((count, 2 * k), np.int32)
     state_rows = np.empty((count, 2 * k), np.int64)
-    state = np.zeros((count, 2), np.int64)  # [fill, accepted] per query
+    state = np.zeros((count, 2), np.int64)  # [fill, below] per query
     counts = np.zeros((count, code_bits + 2), np.int64)
     bounds = np.full(count, code_bits + 1, np.int32)  # a distance is accepted if < bound
     for block_start in range(0, stop, CODE_BLOCK):
@@ -167,14 +166,18 @@ def _scan(queries, words, width, first_query, last_query, row_offset, k, code_bi
                 group_stop = min(group_start + CHECK_GROUP, block_stop)
                 if _count_below(queries, query, words, group_start, group_stop, width, bound) == 0:
                     continue
-                bound = _accept_rows(
-                    queries, query, words, width, group_start, group_stop, k, bound,
-                    state_distances[slot], state_rows[slot], state[slot], counts[slot],
-                )  # fmt: skip
+                for sub_start in range(group_start, group_stop, CHECK_SUBGROUP):
+                    sub_stop = min(sub_start + CHECK_SUBGROUP, group_stop)
+                    if _count_below(queries, query, words, sub_start, sub_stop, width, bound) == 0:
+                        continue
+                    bound = _accept_rows(
+                        queries, query, words, width, sub_start, sub_stop, k, bound,
+                        state_distances[slot], state_rows[slot], state[slot], counts[slot],
+                    )  # fmt: skip
             bounds[slot] = bound
     for slot in range(count):
         fill = state[slot, 0]
-        if state[slot, 1] >= k:
+        if bounds[slot] <= code_bits:  # at least k rows seen: drop the ones the bound passed by
             fill = _compact(state_distances[slot], state_rows[slot], fill, counts[slot], k, bounds[slot])
         # counting sort by distance; stable, so rows stay ascending within a distance
         written = 0
@@ -217,12 +220,17 @@ def topk_search(queries: np.ndarray, codes: np.ndarray, k: int, code_bits: int) 
     k = min(k, num_codes)
     if num_queries == 0 or k == 0:
         return np.empty((num_queries, k), np.int64), np.empty((num_queries, k), np.int32)
+    query_words, width = as_words(queries)
+    code_words, _ = as_words(codes)
+    if num_queries * num_codes < PARALLEL_MIN_PAIRS:
+        rows = np.full((num_queries, k), -1, np.int64)
+        distances = np.full((num_queries, k), code_bits + 1, np.int32)
+        _scan(query_words, code_words, width, 0, num_queries, 0, k, code_bits, rows, distances)
+        return rows, distances
     threads = numba.get_num_threads()
     # Enough tasks to keep every thread busy: split the batch when it is large, the codes when it is small.
     splits = 1 if num_queries >= 2 * threads else min(threads * 2, max(1, num_codes // CODE_BLOCK))
     query_block = max(1, -(-num_queries // (2 * threads))) if splits == 1 else num_queries
-    query_words, width = as_words(queries)
-    code_words, _ = as_words(codes)
     rows, distances = _search_tasks(query_words, code_words, width, k, code_bits, query_block, splits)
     if splits == 1:
         return rows[0], distances[0]
@@ -272,7 +280,7 @@ def range_rows(queries: np.ndarray, codes: np.ndarray, radius: int) -> list[tupl
     distances = np.empty(offsets[-1], np.int32)
     _range_fill(query_words, code_words, width, radius, offsets, rows, distances)
     results = []
-    for start, stop in zip(offsets[:-1], offsets[1:]):
+    for start, stop in itertools.pairwise(offsets):
         order = np.argsort(distances[start:stop], kind="stable")  # rows are ascending: stable keeps ties by row
         results.append((rows[start:stop][order], distances[start:stop][order]))
     return results
