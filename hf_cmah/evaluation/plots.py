@@ -36,9 +36,14 @@ def plot_tsne(codes: np.ndarray, labels: np.ndarray, class_names: list[str], pat
     from sklearn.manifold import TSNE
 
     plt = _pyplot()
-    codes = np.asarray(codes, dtype=np.float32)
+    # Many items share a code exactly; exact t-SNE turns zero distances into NaN, so a tiny seeded
+    # jitter (far below one bit flip) separates them without moving any cluster.
+    codes = np.asarray(codes, dtype=np.float64) + np.random.default_rng(seed).normal(0, 1e-3, np.shape(codes))
     perplexity = float(min(30, max(2, len(codes) // 4)))
-    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(codes)
+    # method="exact": the Barnes-Hut path crashed (OpenMP clash with torch's runtime) in this process;
+    # exact t-SNE is quadratic, fine for the few thousand shapes of an evaluation split.
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", method="exact", random_state=seed)
+    xy = tsne.fit_transform(codes)
     figure, axes = plt.subplots(figsize=(7, 6))
     labels = np.asarray(labels)
     colours = plt.get_cmap("tab20")

@@ -33,7 +33,7 @@ def image_rows(dataset, kind: str):
     ``thumbnail`` (the thumbnail column, one row per shape). Returns ``(dataset, column)``."""
     if kind == "thumbnail" and "thumbnail" in dataset.column_names:
         return dataset.select(unique_shape_rows(dataset)), "thumbnail"
-    kinds = dataset.select_columns(["view"]).flatten()["view.kind"]
+    kinds = dataset.select_columns(["view"]).flatten().with_format("arrow")[:].column("view.kind").to_pylist()
     rows = [index for index, row_kind in enumerate(kinds) if row_kind == kind]
     if not rows:
         raise InvalidInputError(f"no image of kind {kind!r}: the rows have view.kind {sorted(set(kinds))}")

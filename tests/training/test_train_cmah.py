@@ -1,0 +1,144 @@
+"""train_cmah.py end to end on CPU: a 10-step `accelerate launch` run, resume, evaluation of the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+# A model small enough for seconds per run; everything else comes from the tiny-cpu recipe.
+MICRO_MODEL = {
+    "image_size": 32,
+    "patch_size": 8,
+    "num_points": 128,
+    "num_groups": 16,
+    "group_size": 8,
+    "hidden_size": 32,
+    "image_num_hidden_layers": 1,
+    "point_num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "decoder_hidden_size": 32,
+    "decoder_num_attention_heads": 2,
+    "decoder_intermediate_size": 64,
+}
+
+
+def launch(config: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "training" / "accelerate" / "cpu.yaml"),
+        "--num_cpu_threads_per_process", "1",
+        str(REPO / "training" / "train_cmah.py"), str(config), *extra,
+    ]  # fmt: skip
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+
+
+def losses(run: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())]
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_dataset, tmp_path_factory):
+    """10 steps, a checkpoint every 5, an evaluation at step 5 and at the end."""
+    folder = tmp_path_factory.mktemp("train")
+    config = folder / "micro.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "extends": str(REPO / "training" / "configs" / "tiny-cpu.yaml"),
+                "model": {"code_bits": 16, "overrides": MICRO_MODEL},
+                "data": {"path": str(synthetic_dataset)},
+                "training": {"batch_size": 8, "max_steps": 10, "warmup_steps": 2},
+                "output": {
+                    "dir": str(folder / "run"),
+                    "checkpoint_every": 5,
+                    "keep_checkpoints": 2,
+                    "eval_every": 5,
+                    "log_every": 1,
+                },
+            }
+        )
+    )
+    result = launch(config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return config, folder / "run"
+
+
+def test_ten_step_launch_writes_checkpoints_logs_and_model(trained_run):
+    from transformers import AutoModel
+
+    import hf_cmah  # noqa: F401  (Auto registration)
+
+    _, run = trained_run
+    assert [step for step, _ in losses(run)] == list(range(1, 11))
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["step_10", "step_5"]
+    assert any((run / "logs").rglob("events.out.tfevents.*"))  # tensorboard tracker
+    for folder in ("final", "best"):
+        model = AutoModel.from_pretrained(run / folder)
+        assert model.config.code_bits == 16
+        assert (run / folder / "preprocessor_config.json").is_file()
+    results = json.loads((run / "final" / "eval_results.json").read_text())
+    assert 0.0 <= results["image_to_shape/map@all"] <= 1.0
+
+
+def test_resume_reproduces_the_uninterrupted_loss(trained_run):
+    config, run = trained_run
+    # A run killed after step 7: its newest checkpoint is step_5 and its log already holds steps 6–7.
+    killed = run.parent / "killed"
+    shutil.copytree(run, killed)
+    shutil.rmtree(killed / "checkpoints" / "step_10")
+    shutil.rmtree(killed / "final")
+    log = killed / "train_log.jsonl"
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:7]))
+
+    result = launch(config, f"--set=output.dir={killed}", "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stdout + result.stderr
+    resumed, uninterrupted = losses(killed), losses(run)
+    assert [step for step, _ in resumed] == list(range(1, 11))
+    assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in uninterrupted], rel=1e-5, abs=1e-6)
+
+
+def test_fresh_start_refuses_a_folder_with_checkpoints_and_resume_needs_one(trained_run, tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "training"))
+    from train_cmah import main
+
+    config, _ = trained_run
+    assert main([str(config)]) == 2
+    assert "already holds checkpoints: add --resume" in capsys.readouterr().err
+    assert main([str(config), f"--set=output.dir={tmp_path / 'empty'}", "--resume"]) == 2
+    assert "--resume: no checkpoint in" in capsys.readouterr().err
+
+
+def test_eval_command_scores_renders_thumbnails_and_random_codes(trained_run, synthetic_dataset, tmp_path):
+    import argparse
+
+    from hf_cmah.evaluation.commands import add_commands
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    _, run = trained_run
+    for queries in ("render", "thumbnail"):
+        output = tmp_path / queries
+        args = parser.parse_args(
+            ["eval", str(run / "final"), "--data", str(synthetic_dataset), "--queries", queries, "--random-baseline"]
+            + ["--output", str(output), "--device", "cpu"]
+        )
+        assert args.handler(args) == 0
+        evaluation = json.loads((output / "results.json").read_text())
+        assert set(evaluation["results"]) == {"final", "random-16"}
+        scores = evaluation["results"]["final"]["image_to_shape"]
+        # 12 test shapes; renders: 2 per shape, thumbnails: 1 per shape
+        assert scores["num_queries"] == (24 if queries == "render" else 12)
+        assert scores["num_database"] == 12
+        for plot in ("precision_at_k.png", "tsne_shape_codes.png", "query_grid.png"):
+            assert (output / plot).stat().st_size > 1000
