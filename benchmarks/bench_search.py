@@ -137,7 +137,7 @@ def bench_approximate(size, bits, k, threads, repeats, rng) -> list[dict]:
         if codes is None:
             codes = rng.integers(0, 256, (size, bits // 8), dtype=np.uint8)
         queries = codes[rng.choice(size, 1000, replace=False)] ^ (rng.random((1000, bits // 8)) < 0.02).astype(np.uint8)
-        exact_s = median_seconds(lambda: topk_search(queries, codes, k, bits), repeats)
+        exact_s = median_seconds(lambda q=queries, c=codes: topk_search(q, c, k, bits), repeats)
         exact_distances = topk_search(queries, codes, k, bits)[1]
         for tables, flips in ((4, 1), (4, 2)):
             start = time.perf_counter()
@@ -146,7 +146,7 @@ def bench_approximate(size, bits, k, threads, repeats, rng) -> list[dict]:
             found = backend.search(queries, k)[1]
             # recall@k by distance: ties make ids ambiguous, distances are not
             recall = float(np.mean(np.sort(found, axis=1) <= exact_distances[:, -1:]))
-            approx_s = median_seconds(lambda b=backend: b.search(queries, k), repeats)
+            approx_s = median_seconds(lambda b=backend, q=queries: b.search(q, k), repeats)
             rows.append(
                 {
                     "codes": kind,
@@ -182,7 +182,12 @@ def bench_encoding(count: int, batch_size: int) -> dict:
         start = time.perf_counter()
         build_index(model, library, Path(folder, "index"), batch_size=batch_size, progress=False)
         seconds = time.perf_counter() - start
-    return {"shapes": count, "batch_size": batch_size, "shapes_per_s": count / seconds, "torch_threads": torch.get_num_threads()}
+    return {
+        "shapes": count,
+        "batch_size": batch_size,
+        "shapes_per_s": count / seconds,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -194,7 +199,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[numba.config.NUMBA_NUM_THREADS])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--numpy-queries", type=int, default=5, help="queries timed for the (slow) NumPy baseline")
-    parser.add_argument("--approximate", type=int, default=0, help="also benchmark the approximate backend at this size")
+    parser.add_argument(
+        "--approximate", type=int, default=0, help="also benchmark the approximate backend at this size"
+    )
     parser.add_argument("--encoding", type=int, default=0, help="also time build_index on this many mesh files")
     args = parser.parse_args()
     rng = np.random.default_rng(0)

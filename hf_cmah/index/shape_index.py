@@ -95,6 +95,7 @@ class ShapeIndex:
         """Add shapes; their ids must be new. Embeddings are needed when the index keeps them."""
         import pyarrow as pa
 
+        self._check_local_backend()
         packed = _as_packed(codes, self.code_bits, "codes")
         count = packed.shape[0]
         shape_ids = [str(shape_id) for shape_id in shape_ids]
@@ -123,6 +124,7 @@ class ShapeIndex:
         """Remove shapes by id; unknown ids raise InvalidInputError and remove nothing."""
         import pyarrow as pa
 
+        self._check_local_backend()
         wanted = {str(shape_id) for shape_id in shape_ids}
         present = np.isin(np.array(self.shape_ids, dtype=object), list(wanted))
         missing = wanted - set(np.array(self.shape_ids, dtype=object)[present].tolist())
@@ -154,10 +156,15 @@ class ShapeIndex:
             )
         return embeddings
 
-    def _codes_changed(self) -> None:
-        """Rows moved: rebuild the in-memory backend with its options (a remote one must be exported again)."""
+    def _check_local_backend(self) -> None:
+        """A Milvus collection is a copy keyed by row: changing rows here would silently desynchronise it."""
         if self.backend.name == "milvus":
-            raise IncompatibleIndexError("this index searches a Milvus collection; export it again after add/remove")
+            raise IncompatibleIndexError(
+                "this index searches a Milvus collection: use_backend('exact'), add/remove, then export it again"
+            )
+
+    def _codes_changed(self) -> None:
+        """Rows moved: rebuild the in-memory backend with its options."""
         self.use_backend(self.backend.name, **self.backend_options)
 
     # ------------------------------------------------------------------ backends and models
