@@ -108,7 +108,9 @@ class CMAHConfig(PretrainedConfig):
     def _check(self) -> None:
         """Reject settings that would only fail later, deep inside a forward pass."""
         if not isinstance(self.code_bits, int) or self.code_bits <= 0 or self.code_bits % 8:
-            raise ValueError(f"code_bits must be a positive multiple of 8 (codes pack to K/8 bytes), got {self.code_bits!r}")
+            raise ValueError(
+                f"code_bits must be a positive multiple of 8 (codes pack to K/8 bytes), got {self.code_bits!r}"
+            )
         if self.image_size % self.patch_size:
             raise ValueError(f"patch_size {self.patch_size} must divide image_size {self.image_size}")
         if self.group_size > self.num_points or self.num_groups > self.num_points:

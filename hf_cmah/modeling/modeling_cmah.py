@@ -190,16 +190,22 @@ class CMAHEncoder(nn.Module):
 
 
 class CMAHHashHead(nn.Module):
-    """CLS feature → K hash logits; ``tanh`` relaxes them in training, ``sign`` binarises at inference."""
+    """Encoder tokens → K hash logits; ``tanh`` relaxes them in training, ``sign`` binarises at inference.
+
+    Reads the CLS token concatenated with the mean of the other tokens (Point-BERT's pooling):
+    at initialisation the CLS output barely differs between inputs, the mean does, so the
+    contrastive loss gets a usable gradient from the first step.
+    """
 
     def __init__(self, config: CMAHConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(2 * config.hidden_size, config.hidden_size)
         self.act = nn.GELU()
         self.hash = nn.Linear(config.hidden_size, config.code_bits)
 
-    def forward(self, cls_feature: torch.Tensor) -> torch.Tensor:
-        return self.hash(self.act(self.dense(cls_feature)))
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([hidden_states[:, 0], hidden_states[:, 1:].mean(dim=1)], dim=-1)  # (B, 2C)
+        return self.hash(self.act(self.dense(pooled)))
 
 
 class CMAHFusionLayer(nn.Module):
@@ -339,12 +345,12 @@ class CMAHModel(CMAHPreTrainedModel):
     def _encode_image(self, pixel_values: torch.Tensor, mask_ratio: float = 0.0, noise=None):
         tokens, mask, ids_restore = self.image_embeddings(pixel_values, mask_ratio, noise)
         hidden = self.image_encoder(tokens)
-        return self.image_hash_head(hidden[:, 0]), hidden, mask, ids_restore
+        return self.image_hash_head(hidden), hidden, mask, ids_restore
 
     def _encode_points(self, neighbourhoods, centres, mask_ratio: float = 0.0, noise=None):
         tokens, mask, ids_restore = self.point_embeddings(neighbourhoods, centres, mask_ratio, noise)
         hidden = self.point_encoder(tokens)
-        return self.point_hash_head(hidden[:, 0]), hidden, mask, ids_restore
+        return self.point_hash_head(hidden), hidden, mask, ids_restore
 
     def get_image_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Hash logits ``[B, K]`` of full (unmasked) images."""
@@ -376,10 +382,16 @@ class CMAHModel(CMAHPreTrainedModel):
         """Fusion block + decoders over the masked encodings → patch pixels and group xyz for every token."""
         image_tokens = self.image_decoder_embed(image_hidden)
         point_tokens = self.point_decoder_embed(point_hidden)
-        image_tokens = torch.cat(
-            [image_tokens[:, :1], unshuffle_with_mask_tokens(image_tokens[:, 1:], self.image_mask_token, image_restore)],
-            dim=1,
-        ) + self.image_decoder_position_embeddings  # (B, 1 + P, D)
+        image_tokens = (
+            torch.cat(
+                [
+                    image_tokens[:, :1],
+                    unshuffle_with_mask_tokens(image_tokens[:, 1:], self.image_mask_token, image_restore),
+                ],
+                dim=1,
+            )
+            + self.image_decoder_position_embeddings
+        )  # (B, 1 + P, D)
         point_positions = self.point_decoder_position_embeddings(centres)  # (B, G, D)
         point_tokens = torch.cat(
             [

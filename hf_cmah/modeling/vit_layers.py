@@ -46,7 +46,7 @@ def random_masking(
     the binary mask ``[B, L]`` (1 = masked) and ``ids_restore`` ``[B, L]`` that undoes the shuffle.
     """
     batch, length, width = sequence.shape
-    len_keep = max(1, int(round(length * (1 - mask_ratio))))
+    len_keep = max(1, round(length * (1 - mask_ratio)))
     if noise is None:
         noise = torch.rand(batch, length, device=sequence.device)
     ids_shuffle = torch.argsort(noise, dim=1)
@@ -59,9 +59,7 @@ def random_masking(
     return kept, mask, ids_restore
 
 
-def unshuffle_with_mask_tokens(
-    kept: torch.Tensor, mask_token: torch.Tensor, ids_restore: torch.Tensor
-) -> torch.Tensor:
+def unshuffle_with_mask_tokens(kept: torch.Tensor, mask_token: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
     """Put ``kept`` tokens ``[B, L_keep, C]`` back in order, ``mask_token`` ``[1, 1, C]`` in the gaps."""
     batch, length = ids_restore.shape
     fill = mask_token.expand(batch, length - kept.shape[1], -1)

@@ -1,0 +1,51 @@
+"""hf-cmah: image ⇄ 3D-shape retrieval on the Hugging Face stack.
+
+Importing the package registers its models with `AutoConfig`, `AutoModel` and
+`AutoProcessor`, and marks them for `register_for_auto_class`, so that a saved folder
+also loads with ``trust_remote_code=True`` where hf_cmah is not installed.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoProcessor
+
+from .codes import hamming_distance, pack_codes, unpack_codes
+from .errors import (
+    ConfigError,
+    CorruptIndexError,
+    HFCMAHError,
+    IncompatibleIndexError,
+    InvalidInputError,
+    MeshLoadError,
+)
+from .modeling import CMAH_PRESETS, CMAHConfig, CMAHModel
+from .processing_cmah import CMAHProcessor
+
+__version__ = "0.1.0"
+
+
+def _register_auto_classes() -> None:
+    AutoConfig.register(CMAHConfig.model_type, CMAHConfig, exist_ok=True)
+    AutoModel.register(CMAHConfig, CMAHModel, exist_ok=True)
+    AutoProcessor.register(CMAHConfig, CMAHProcessor, exist_ok=True)
+    CMAHConfig.register_for_auto_class()
+    CMAHModel.register_for_auto_class("AutoModel")
+    CMAHProcessor.register_for_auto_class("AutoProcessor")
+
+
+_register_auto_classes()
+
+__all__ = [
+    "CMAH_PRESETS",
+    "CMAHConfig",
+    "CMAHModel",
+    "CMAHProcessor",
+    "ConfigError",
+    "CorruptIndexError",
+    "HFCMAHError",
+    "IncompatibleIndexError",
+    "InvalidInputError",
+    "MeshLoadError",
+    "__version__",
+    "hamming_distance",
+    "pack_codes",
+    "unpack_codes",
+]

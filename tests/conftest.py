@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny deterministic models and synthetic image/point pairs made here, offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def synthetic_pairs(count: int, num_points: int, image_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` random 3D shapes (blobs of anisotropic Gaussian parts) and their silhouette images.
+
+    Each image is an orthographic projection of its own cloud on the x-y plane, so image and
+    shape carry the same geometry: a model can only pair them by learning that relation.
+    """
+    rng = np.random.default_rng(seed)
+    clouds, images = [], []
+    for _ in range(count):
+        parts = rng.integers(2, 5)
+        centres = rng.uniform(-0.6, 0.6, size=(parts, 3))
+        scales = rng.uniform(0.05, 0.35, size=(parts, 3))
+        owner = rng.integers(0, parts, size=num_points)
+        cloud = centres[owner] + rng.normal(size=(num_points, 3)) * scales[owner]
+        cloud = (cloud - cloud.mean(0)) / np.linalg.norm(cloud - cloud.mean(0), axis=1).max()
+        pixels = np.clip(((cloud[:, :2] + 1) / 2 * (image_size - 1)).round().astype(int), 0, image_size - 1)
+        image = np.zeros((3, image_size, image_size), dtype=np.float32)
+        image[:, image_size - 1 - pixels[:, 1], pixels[:, 0]] = 1.0
+        clouds.append(cloud.astype(np.float32))
+        images.append(image)
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(clouds))
+
+
+@pytest.fixture
+def tiny_config():
+    from hf_cmah import CMAHConfig
+
+    return CMAHConfig.from_preset("cmah-tiny", code_bits=32)
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    from hf_cmah import CMAHModel
+
+    torch.manual_seed(0)
+    return CMAHModel(tiny_config).eval()
