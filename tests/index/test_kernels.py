@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from hf_cmah.codes import hamming_distance
+from hf_cmah.index import kernels
 from hf_cmah.index.kernels import CODE_BLOCK, range_rows, topk_search
 
 
@@ -40,7 +41,8 @@ def test_heavy_ties_are_broken_by_row(batch):
     np.testing.assert_array_equal(distances, expected_distances)
 
 
-def test_single_thread_and_code_splits_agree():
+def test_single_thread_and_code_splits_agree(monkeypatch):
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_PAIRS", 0)  # use the thread pool even for this small search
     rng = np.random.default_rng(7)
     codes = rng.integers(0, 256, (5 * CODE_BLOCK, 8), dtype=np.uint8)
     queries = rng.integers(0, 256, (2, 8), dtype=np.uint8)
