@@ -35,14 +35,20 @@ def simd_flags() -> str:
     return " ".join(f"{flag}={'yes' if flag in flags else 'no'}" for flag in wanted)
 
 
-def median_seconds(function, repeats: int) -> float:
-    function()  # warm-up: compilation, page faults, caches
-    times = []
+def timed(function, repeats: int, warm_up: bool = True) -> tuple[float, object]:
+    """Median wall time of ``repeats`` calls, and the last result (checked for correctness by the caller).
+
+    ``warm_up`` adds an untimed first call (JIT compilation, page faults, caches); faiss has no
+    JIT, so its first call is timed too, which saves minutes at 10M codes.
+    """
+    if warm_up:
+        function()
+    times, result = [], None
     for _ in range(repeats):
         start = time.perf_counter()
-        function()
+        result = function()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), result
 
 
 @njit(cache=True, parallel=True)
@@ -56,7 +62,7 @@ def _sum_words(words):
 def dram_bandwidth(repeats: int) -> float:
     """Read bandwidth in bytes/s: a parallel sum over 1 GiB, far beyond any L3."""
     words = np.ones(1 << 27, np.uint64)
-    return words.nbytes / median_seconds(lambda: _sum_words(words), repeats)
+    return words.nbytes / timed(lambda: _sum_words(words), repeats)[0]
 
 
 def numpy_topk(queries: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
@@ -69,7 +75,7 @@ def numpy_topk(queries: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     return np.array(results)
 
 
-def bench_exact(size, bits, batch, k, threads, repeats, numpy_queries, rng) -> dict:
+def bench_exact(size, bits, batch, k, threads, repeats, faiss_repeats, numpy_queries, rng) -> dict:
     import faiss
 
     numba.set_num_threads(threads)
@@ -82,35 +88,27 @@ def bench_exact(size, bits, batch, k, threads, repeats, numpy_queries, rng) -> d
 
     def ours():
         if batch > 1:
-            return topk_search(queries, codes, k, bits)
-        return [topk_search(query[None], codes, k, bits) for query in queries]
+            return topk_search(queries, codes, k, bits)[1]
+        return np.concatenate([topk_search(query[None], codes, k, bits)[1] for query in queries])
 
     def theirs():
         if batch > 1:
-            return index.search(queries, k)
-        return [index.search(query[None], k) for query in queries]
+            return index.search(queries, k)[0]
+        return np.concatenate([index.search(query[None], k)[0] for query in queries])
 
-    mine = ours()
-    reference = theirs()
-    our_distances = mine[1] if batch > 1 else np.concatenate([item[1] for item in mine])
-    faiss_distances = reference[0] if batch > 1 else np.concatenate([item[0] for item in reference])
+    ours_s, our_distances = timed(ours, repeats)
+    faiss_s, faiss_distances = timed(theirs, faiss_repeats, warm_up=False)
     exact = bool(np.array_equal(our_distances, faiss_distances))
     subset = queries[:numpy_queries]
+    numpy_s = None
     if len(subset):
-        exact &= bool(np.array_equal(numpy_topk(subset, codes, k), our_distances[: len(subset)]))
-    ours_s, faiss_s = median_seconds(ours, repeats), median_seconds(theirs, repeats)
-    numpy_s = median_seconds(lambda: numpy_topk(subset, codes, k), max(1, repeats // 2)) if len(subset) else None
+        numpy_s, numpy_distances = timed(lambda: numpy_topk(subset, codes, k), 1, warm_up=False)
+        exact &= bool(np.array_equal(numpy_distances, our_distances[: len(subset)]))
     return {
-        "size": size,
-        "bits": bits,
-        "batch": batch,
-        "k": k,
-        "threads": threads,
         "ours_qps": len(queries) / ours_s,
         "faiss_qps": len(queries) / faiss_s,
         "numpy_qps": len(subset) / numpy_s if numpy_s else None,
         "exact": exact,
-        "single_ms": ours_s / len(queries) * 1e3,
     }
 
 
@@ -137,8 +135,7 @@ def bench_approximate(size, bits, k, threads, repeats, rng) -> list[dict]:
         if codes is None:
             codes = rng.integers(0, 256, (size, bits // 8), dtype=np.uint8)
         queries = codes[rng.choice(size, 1000, replace=False)] ^ (rng.random((1000, bits // 8)) < 0.02).astype(np.uint8)
-        exact_s = median_seconds(lambda q=queries, c=codes: topk_search(q, c, k, bits), repeats)
-        exact_distances = topk_search(queries, codes, k, bits)[1]
+        exact_s, (_, exact_distances) = timed(lambda q=queries, c=codes: topk_search(q, c, k, bits), repeats)
         for tables, flips in ((4, 1), (4, 2)):
             start = time.perf_counter()
             backend = MultiIndexHashingBackend(codes, bits, num_tables=tables, num_flips=flips)
@@ -146,7 +143,7 @@ def bench_approximate(size, bits, k, threads, repeats, rng) -> list[dict]:
             found = backend.search(queries, k)[1]
             # recall@k by distance: ties make ids ambiguous, distances are not
             recall = float(np.mean(np.sort(found, axis=1) <= exact_distances[:, -1:]))
-            approx_s = median_seconds(lambda b=backend, q=queries: b.search(q, k), repeats)
+            approx_s = timed(lambda b=backend, q=queries: b.search(q, k), repeats)[0]
             rows.append(
                 {
                     "codes": kind,
@@ -198,7 +195,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--threads", type=int, nargs="+", default=[numba.config.NUMBA_NUM_THREADS])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--numpy-queries", type=int, default=5, help="queries timed for the (slow) NumPy baseline")
+    parser.add_argument("--faiss-repeats", type=int, default=None, help="faiss repeats (default: --repeats)")
+    parser.add_argument("--numpy-queries", type=int, default=5, help="queries timed (once) for the slow NumPy baseline")
     parser.add_argument(
         "--approximate", type=int, default=0, help="also benchmark the approximate backend at this size"
     )
@@ -223,7 +221,10 @@ def main() -> None:
             for batch in args.batches:
                 for k in args.k:
                     for threads in args.threads:
-                        row = bench_exact(size, bits, batch, k, threads, args.repeats, args.numpy_queries, rng)
+                        row = bench_exact(
+                            size, bits, batch, k, threads, args.repeats, args.faiss_repeats or args.repeats,
+                            args.numpy_queries, rng,
+                        )  # fmt: skip
                         numpy_ratio = f"{row['ours_qps'] / row['numpy_qps']:.1f}" if row["numpy_qps"] else "–"
                         numpy_qps = f"{row['numpy_qps']:,.0f}" if row["numpy_qps"] else "–"
                         print(
