@@ -13,7 +13,7 @@ import sys
 
 # Modules that define `add_commands(subparsers)`; each role adds its own line.
 COMMAND_MODULES: list[str] = [
-    "hf_cmah.modeling_commands",
+    "hf_cmah.model_commands",
     "hf_cmah.data.commands",
     "hf_cmah.evaluation.commands",
     "hf_cmah.convert.commands",
