@@ -30,6 +30,7 @@ CODES_FILE = "codes.u8"
 EMBEDS_FILE = "embeds.f16.npy"
 METADATA_FILE = "metadata.parquet"
 METADATA_COLUMNS = ("shape_id", "label", "source", "thumbnail")
+VOLATILE_CONFIG_KEYS = ("architectures", "auto_map", "transformers_version", "torch_dtype", "dtype")
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,13 @@ class ModelFingerprint:
     def of(cls, model) -> ModelFingerprint:
         """Fingerprint a retriever: its config's hub id and commit, and the sha256 of its config JSON."""
         config = model.config
-        settings = config.to_dict()
-        for volatile in ("_name_or_path", "_commit_hash", "transformers_version", "torch_dtype", "dtype"):
-            settings.pop(volatile, None)
+        # Hash the hyper-parameters only: saving adds `architectures` / `auto_map`, loading sets
+        # private fields and dtype, none of which changes the codes.
+        settings = {
+            key: value
+            for key, value in config.to_dict().items()
+            if not key.startswith("_") and key not in VOLATILE_CONFIG_KEYS
+        }
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
         return cls(getattr(config, "_name_or_path", None) or None, getattr(config, "_commit_hash", None), digest)
 
