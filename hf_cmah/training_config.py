@@ -144,15 +144,26 @@ def _unknown_key(source: str, where: str, key: str, known) -> ConfigError:
     return ConfigError(f"{source}: unknown key {where}{key!r}{hint}")
 
 
+def _yaml_float(text: str):
+    """PyYAML reads ``3e-4`` (no dot) as a string (YAML 1.1); take it as the number it means."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _build_section(cls: type, values: dict, name: str, source: str):
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: section {name!r} must be a mapping, got {type(values).__name__}")
+    values = dict(values)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
         if key not in fields:
             raise _unknown_key(source, f"{name}.", key, fields)
         expected = hints[key]
+        if expected is float and isinstance(value, str):
+            value = values[key] = _yaml_float(value)
         # bool is an int subclass in Python; a YAML `true` is never a valid count.
         if (isinstance(value, bool) and expected is not bool) or not isinstance(value, _NUMBER_TYPES[expected]):
             raise ConfigError(

@@ -1,0 +1,124 @@
+"""Model cards and `push_model`, against a loopback stand-in for the Hub (no network)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_cmah import CMAHConfig, CMAHModel, CMAHProcessor
+from hf_cmah.errors import InvalidInputError
+from hf_cmah.hub import build_model_card, push_model, write_model_card
+
+RESULTS = {
+    "image_to_shape": {"map@all": 0.4321, "p@10": 0.5, "acc@1": 0.125, "acc@10": 0.625},
+    "shape_to_image": {"map@all": 0.3, "p@10": 0.4, "acc@1": 0.1, "acc@10": 0.5},
+}
+
+
+class LoopbackHub(BaseHTTPRequestHandler):
+    """The endpoints `create_repo` + `upload_folder` use; files arrive inline (base64 NDJSON)."""
+
+    repos: dict[str, dict[str, bytes]] = {}
+    validated: list[str] = []
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def _reply(self, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:3] == ["api", "repos", "create"]:
+            request = json.loads(body)
+            repo_id = f"{request.get('organization') or 'user'}/{request['name']}"
+            self.repos.setdefault(repo_id, {})
+            return self._reply({"url": f"http://{self.headers['Host']}/{repo_id}", "name": repo_id})
+        if parts[:2] == ["api", "validate-yaml"]:  # the client checks a README's metadata before committing it
+            self.validated.append(json.loads(body)["content"])
+            return self._reply({})
+        repo_id = "/".join(parts[2:4])
+        if parts[4] == "preupload":
+            files = json.loads(body)["files"]
+            return self._reply(
+                {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
+        if parts[4] == "commit":
+            for line in body.decode().splitlines():
+                item = json.loads(line)
+                if item["key"] == "file":
+                    self.repos[repo_id][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            return self._reply(
+                {"commitUrl": f"http://{self.headers['Host']}/{repo_id}/commit/{'a' * 40}", "commitOid": "a" * 40}
+            )
+        self.send_error(404)
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    config = CMAHConfig.from_preset("cmah-tiny", code_bits=32)
+    folder = tmp_path / "cmah-tiny-32"
+    CMAHModel(config).save_pretrained(folder)
+    CMAHProcessor.from_model_config(config).save_pretrained(folder)
+    return folder
+
+
+def card_metadata(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def test_card_yaml_parses_and_carries_the_results(saved_model):
+    card = build_model_card(saved_model, "user/cmah-tiny-32", RESULTS, ["user/psb-v1-mini"], "PSB v1 test")
+    metadata = card_metadata(str(card))
+    assert metadata["library_name"] == "transformers"
+    assert "hf-cmah" in metadata["tags"]
+    assert metadata["datasets"] == ["user/psb-v1-mini"]
+    results = metadata["model-index"][0]["results"]
+    values = {(r["task"]["name"], m["name"]): m["value"] for r in results for m in r["metrics"]}
+    assert values[("image to shape", "image→shape mAP@all")] == 0.4321
+    assert values[("shape to image", "shape→image Acc@1")] == 0.1
+    assert all(r["dataset"]["name"] == "PSB v1 test" for r in results)
+    body = str(card)
+    assert 'AutoModel.from_pretrained("user/cmah-tiny-32")' in body
+    assert "| image → shape | 0.432 | 0.500 | 0.125 | 0.625 |" in body
+    assert "32-bit hash codes" in body
+
+
+def test_card_without_results_has_no_model_index(saved_model):
+    metadata = card_metadata(Path(write_model_card(saved_model)).read_text())
+    assert "model-index" not in metadata
+    with pytest.raises(InvalidInputError, match="no config.json"):
+        build_model_card(saved_model.parent)
+
+
+def test_push_uploads_model_processor_and_card_to_a_loopback_hub(saved_model):
+    from huggingface_hub import HfApi
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LoopbackHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        api = HfApi(endpoint=f"http://127.0.0.1:{server.server_port}", token="hf_test")
+        write_model_card(saved_model, "user/cmah-tiny-32", results=RESULTS)
+        url = push_model(saved_model, "user/cmah-tiny-32", api=api)
+    finally:
+        server.shutdown()
+    assert url.endswith("/user/cmah-tiny-32/commit/" + "a" * 40)
+    uploaded = LoopbackHub.repos["user/cmah-tiny-32"]
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= set(uploaded)
+    assert uploaded["model.safetensors"] == (saved_model / "model.safetensors").read_bytes()
+    assert card_metadata(uploaded["README.md"].decode())["model-index"]
+    assert LoopbackHub.validated

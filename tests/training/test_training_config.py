@@ -1,0 +1,79 @@
+"""The YAML training config: every shipped recipe loads; bad values fail with the key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hf_cmah.errors import ConfigError
+from hf_cmah.training_config import config_from_dict, load_training_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
+CMAH_RECIPES = ["tiny-cpu.yaml", "gpu-base.yaml"] + [
+    f"{dataset}-{bits}.yaml" for dataset in ("modelnet40", "shapenet55", "shapenetrender") for bits in (16, 32, 64, 128)
+]
+
+
+@pytest.mark.parametrize("name", CMAH_RECIPES)
+def test_every_cmah_recipe_loads(name):
+    path = CONFIGS / name
+    config = load_training_config(path)
+    model_config = config.model_config()
+    assert model_config.code_bits == config.model.code_bits
+    if "-" in path.stem and path.stem.split("-")[-1].isdigit():  # <dataset>-<bits>.yaml
+        assert config.model.code_bits == int(path.stem.split("-")[-1])
+        assert config.model.preset == "cmah-base"
+
+
+def test_overrides_apply_last_and_parse_yaml_values():
+    config = load_training_config(
+        CONFIGS / "tiny-cpu.yaml",
+        ["model.code_bits=16", "training.learning_rate=3e-4", "model.overrides.masked_contrastive_weight=0"],
+    )
+    assert config.model.code_bits == 16
+    assert config.training.learning_rate == 3e-4
+    assert config.model_config().masked_contrastive_weight == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"training": {"learning_rate": -1.0}}, r"training.learning_rate must be > 0, got -1.0"),
+        ({"training": {"batch_size": "32"}}, r"training.batch_size must be of type int, got '32'"),
+        ({"training": {"batch_size": 1}}, r"training.batch_size must be >= 2"),
+        ({"training": {"max_steps": True}}, r"training.max_steps must be of type int"),
+        ({"training": {"mixed_precision": "fp8"}}, r"mixed_precision must be auto, no, bf16 or fp16"),
+        (
+            {"training": {"learnig_rate": 1.0}},
+            r"unknown key training.'learnig_rate' \(did you mean 'learning_rate'\?\)",
+        ),
+        ({"optimiser": {}}, r"unknown key 'optimiser'"),
+        ({"model": {"preset": "cmah-huge"}}, r"model.preset must be one of \['cmah-base', 'cmah-tiny'\]"),
+        ({"model": {"code_bits": 12}}, r"model.code_bits must be a positive multiple of 8, got 12"),
+        ({"model": {"overrides": {"hiden_size": 64}}}, r"unknown key model.overrides.'hiden_size'"),
+        ({"model": {"overrides": {"image_mask_ratio": 1.5}}}, r"model: image_mask_ratio must lie in \[0, 1\)"),
+        ({"output": {"report_to": "wandb"}}, r"output.report_to must be tensorboard or none"),
+        ({"data": []}, r"section 'data' must be a mapping"),
+    ],
+)
+def test_bad_values_name_the_source_key_and_problem(data, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        config_from_dict(data, source="run.yaml")
+    assert str(error.value).startswith("run.yaml: ")
+
+
+def test_file_errors(tmp_path):
+    looping = tmp_path / "a.yaml"
+    looping.write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_training_config(looping)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("training: {batch_size: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_training_config(broken)
+    with pytest.raises(ConfigError, match="not found"):
+        load_training_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        load_training_config(CONFIGS / "tiny-cpu.yaml", ["code_bits=16"])
