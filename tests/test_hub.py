@@ -100,7 +100,7 @@ def test_card_yaml_parses_and_carries_the_results(saved_model):
 def test_card_without_results_has_no_model_index(saved_model):
     metadata = card_metadata(Path(write_model_card(saved_model)).read_text())
     assert "model-index" not in metadata
-    with pytest.raises(InvalidInputError, match="no config.json"):
+    with pytest.raises(InvalidInputError, match=r"no config\.json"):
         build_model_card(saved_model.parent)
 
 

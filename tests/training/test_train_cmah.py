@@ -129,10 +129,8 @@ def test_eval_command_scores_renders_thumbnails_and_random_codes(trained_run, sy
     _, run = trained_run
     for queries in ("render", "thumbnail"):
         output = tmp_path / queries
-        args = parser.parse_args(
-            ["eval", str(run / "final"), "--data", str(synthetic_dataset), "--queries", queries, "--random-baseline"]
-            + ["--output", str(output), "--device", "cpu"]
-        )
+        command = ["eval", str(run / "final"), "--data", str(synthetic_dataset), "--queries", queries]
+        args = parser.parse_args([*command, "--random-baseline", "--output", str(output), "--device", "cpu"])
         assert args.handler(args) == 0
         evaluation = json.loads((output / "results.json").read_text())
         assert set(evaluation["results"]) == {"final", "random-16"}

@@ -75,5 +75,5 @@ def test_file_errors(tmp_path):
         load_training_config(broken)
     with pytest.raises(ConfigError, match="not found"):
         load_training_config(tmp_path / "missing.yaml")
-    with pytest.raises(ConfigError, match="must look like section.key=value"):
+    with pytest.raises(ConfigError, match=r"must look like section\.key=value"):
         load_training_config(CONFIGS / "tiny-cpu.yaml", ["code_bits=16"])
