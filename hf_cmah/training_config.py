@@ -88,7 +88,7 @@ class OutputSection:
     dir: str = "runs/cmah"
     checkpoint_every: int = field(default=50, metadata=_check(_positive, "be >= 1"))
     keep_checkpoints: int = field(default=2, metadata=_check(_positive, "be >= 1"))
-    # 0 = evaluate only at the end of the run.
+    # Evaluate on the eval split every N steps and at the end, keeping the best model in best/; 0 = never.
     eval_every: int = field(default=0, metadata=_check(_non_negative, "be >= 0"))
     eval_batch_size: int = field(default=64, metadata=_check(_positive, "be >= 1"))
     log_every: int = field(default=10, metadata=_check(_positive, "be >= 1"))

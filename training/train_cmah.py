@@ -305,8 +305,9 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> None:
                     for old in kept[: -config.output.keep_checkpoints]:
                         shutil.rmtree(old)
 
-            evaluate_now = config.output.eval_every and step % config.output.eval_every == 0
-            if evaluate_now or step == train.max_steps:
+            every = config.output.eval_every
+            metrics = {}
+            if every and (step % every == 0 or step == train.max_steps):
                 if accelerator.is_main_process:
                     metrics = evaluate(accelerator, model, processor, eval_split, config)
                     accelerator.log(metrics, step=step)
@@ -314,10 +315,10 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> None:
                     if metrics["image_to_shape/map@all"] > best_score:
                         best_score = metrics["image_to_shape/map@all"]
                         save_model(accelerator, model, processor, config, output_dir / "best", metrics)
-                    if step == train.max_steps:
-                        save_model(accelerator, model, processor, config, output_dir / "final", metrics)
                 accelerator.wait_for_everyone()
                 last_log_time = time.perf_counter()  # evaluation time is not training throughput
+            if step == train.max_steps:
+                save_model(accelerator, model, processor, config, output_dir / "final", metrics)
             if step >= train.max_steps:
                 break
         epoch, skip = epoch + 1, 0
