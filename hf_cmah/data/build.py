@@ -131,7 +131,8 @@ def _prepare(record: ShapeRecord, settings: BuildSettings, mesh_file: Path) -> t
     needs_render = render_dir is not None and not (render_dir / "cameras.json").is_file()
     if points_file.is_file() and not needs_render:
         return _Prepared(record, points_file, render_dir), None
-    mesh = _load_normalized(record) if record.renderable else None
+    needs_mesh = needs_render or record.points_path is None
+    mesh = _load_normalized(record) if needs_mesh else None
     if not points_file.is_file():
         if record.points_path is not None:
             points = load_points(record.points_path, settings.num_points, settings.seed, settings.with_colors)

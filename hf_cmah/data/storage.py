@@ -36,6 +36,8 @@ def write_dataset(
 ) -> Path:
     """Write Parquet shards, the card and ``build_info.json``; replaces an earlier build in ``folder``."""
     folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()) and not (folder / BUILD_INFO).is_file():
+        raise InvalidInputError(f"{folder}: exists and is not an earlier build (no {BUILD_INFO}); choose another --out")
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "data").mkdir(parents=True)

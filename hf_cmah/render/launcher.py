@@ -150,7 +150,12 @@ def _render_batch(
             args = [*command, str(RENDER_SCRIPT)]
             args += ["--", str(workdir / JOB_NAME)] if len(command) > 1 else [str(workdir / JOB_NAME)]
             process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-            outcome = _follow_results(process, results, on_done)
+            try:
+                outcome = _follow_results(process, results, on_done)
+            except BaseException:  # --strict or Ctrl-C: never leave Blender running on its own
+                process.kill()
+                process.wait()
+                raise
         missing = [item.id for item in batch if item.id not in outcome]
         if missing:
             tail = log_path.read_text(errors="replace")[-800:].strip()

@@ -183,3 +183,15 @@ def test_cli_build_writes_a_loadable_folder(tmp_path, capsys):
     assert args.handler(args) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     assert len(load_built_dataset(out)["train"]) == 10
+
+
+def test_out_folder_that_is_not_a_build_is_never_replaced(tmp_path):
+    precious = tmp_path / "documents"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    source = collect_source("procedural", None, per_category=1)
+    with pytest.raises(InvalidInputError, match="not an earlier build"):
+        build_to_folder(source, NO_RENDER, out=precious)
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    build_to_folder(source, NO_RENDER, out=tmp_path / "built")
+    build_to_folder(source, NO_RENDER, out=tmp_path / "built")  # an earlier build is replaced
