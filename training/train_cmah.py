@@ -241,7 +241,11 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> None:
     micro_batches_done = progress.step * train.gradient_accumulation_steps
     epoch, skip = divmod(micro_batches_done, len(train_dataloader))
     bar = tqdm(total=train.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
-    best_score, last_log_time, samples_since_log = -math.inf, time.perf_counter(), 0
+    best_results = output_dir / "best" / "eval_results.json"
+    best_score = -math.inf
+    if resume_from is not None and best_results.exists():  # keep the best of the run so far
+        best_score = json.loads(best_results.read_text())["image_to_shape/map@all"]
+    last_log_time, samples_since_log = time.perf_counter(), 0
     model.train()
     while progress.step < train.max_steps:
         pairs.set_epoch(epoch)
