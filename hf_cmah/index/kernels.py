@@ -30,10 +30,11 @@ from numba.extending import intrinsic
 # of a task before the next block is read.
 CODE_BLOCK = 4096
 # Each group of this many codes is first counted against a query's bound (vectorised, no
-# branches); only on a hit are its rows looked at again, so rescans stay rare.
-CHECK_GROUP = 64
+# branches); only on a hit are its rows looked at again, so rescans stay rare. 512 / 32 were
+# the fastest of 64/8 … 1024/32 at 10k, 100k and 1M codes (docs/BENCHMARKS.md).
+CHECK_GROUP = 512
 # A group with a hit is narrowed to sub-groups this size before rows are looked at one by one.
-CHECK_SUBGROUP = 8
+CHECK_SUBGROUP = 32
 # Below this many query × code pairs (~1 ms of work) the search runs in the calling thread:
 # waking the pool costs more than it saves, and far more on a busy machine.
 PARALLEL_MIN_PAIRS = 1 << 22
@@ -77,21 +78,25 @@ def _distance(queries, query, words, row, width):
 
 @njit(cache=True, nogil=True, inline="always")
 def _count_below(queries, query, words, start, stop, width, bound):
-    """How many rows ``start:stop`` lie closer than ``bound``: the branch-free loop LLVM vectorises."""
-    limit = np.uint64(bound)
-    hits = np.uint64(0)
+    """How many rows ``start:stop`` lie closer than ``bound``: the branch-free loop LLVM vectorises.
+
+    Signed 64-bit compares on purpose: AVX2 has ``vpcmpgtq`` only for signed lanes, and the
+    unsigned form costs two extra instructions per 4 codes (~10% of the scan).
+    """
+    limit = np.int64(bound)
+    hits = np.int64(0)
     if width == 1:  # one word per code (16/32/64 bits)
         value = np.uint64(queries[query])
         for row in range(start, stop):
-            hits += np.uint64(_popcount(value ^ np.uint64(words[row])) < limit)
+            hits += np.int64(np.int64(_popcount(value ^ np.uint64(words[row]))) < limit)
     elif width == 2:  # 128 bits
         first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
         for row in range(start, stop):
             total = _popcount(first ^ np.uint64(words[2 * row])) + _popcount(second ^ np.uint64(words[2 * row + 1]))
-            hits += np.uint64(total < limit)
+            hits += np.int64(np.int64(total) < limit)
     else:
         for row in range(start, stop):
-            hits += np.uint64(_distance(queries, query, words, row, width) < limit)
+            hits += np.int64(np.int64(_distance(queries, query, words, row, width)) < limit)
     return hits
 
 
