@@ -123,7 +123,7 @@ def clustered_codes(size: int, bits: int, rng, clusters: int = 100_000, flip: fl
     return packed
 
 
-def bench_approximate(size, bits, k, threads, repeats, rng) -> list[dict]:
+def bench_approximate(size, bits, k, threads, repeats, kinds, configs, rng) -> list[dict]:
     import faiss
 
     from hf_cmah.index.approximate import MultiIndexHashingBackend
@@ -131,12 +131,14 @@ def bench_approximate(size, bits, k, threads, repeats, rng) -> list[dict]:
     numba.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
     rows = []
-    for kind, codes in (("clustered", clustered_codes(size, bits, rng)), ("random", None)):
-        if codes is None:
+    for kind in kinds:
+        if kind == "clustered":
+            codes = clustered_codes(size, bits, rng)
+        else:
             codes = rng.integers(0, 256, (size, bits // 8), dtype=np.uint8)
         queries = codes[rng.choice(size, 1000, replace=False)] ^ (rng.random((1000, bits // 8)) < 0.02).astype(np.uint8)
         exact_s, (_, exact_distances) = timed(lambda q=queries, c=codes: topk_search(q, c, k, bits), repeats)
-        for tables, flips in ((4, 1), (4, 2)):
+        for tables, flips in configs:
             start = time.perf_counter()
             backend = MultiIndexHashingBackend(codes, bits, num_tables=tables, num_flips=flips)
             build_s = time.perf_counter() - start
@@ -200,6 +202,12 @@ def main() -> None:
     parser.add_argument(
         "--approximate", type=int, default=0, help="also benchmark the approximate backend at this size"
     )
+    parser.add_argument(
+        "--approximate-codes", nargs="+", default=["clustered", "random"], choices=["clustered", "random"]
+    )
+    parser.add_argument(
+        "--approximate-configs", nargs="+", default=["4x1", "4x2"], help="TABLESxFLIPS of multi-index hashing"
+    )
     parser.add_argument("--encoding", type=int, default=0, help="also time build_index on this many mesh files")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -237,7 +245,11 @@ def main() -> None:
         print(f"\nApproximate (multi-index hashing), {args.approximate:,} × 64 bits, k = 10, batch 1000:")
         print("| codes | tables | flips | build s | exact q/s | approx q/s | speed-up | recall@10 |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for row in bench_approximate(args.approximate, 64, 10, max(args.threads), args.repeats, rng):
+        configs = [tuple(int(part) for part in config.split("x")) for config in args.approximate_configs]
+        rows = bench_approximate(
+            args.approximate, 64, 10, max(args.threads), args.repeats, args.approximate_codes, configs, rng
+        )
+        for row in rows:
             print(
                 f"| {row['codes']} | {row['tables']} | {row['flips']} | {row['build_s']:.1f} | {row['exact_qps']:,.0f} | "
                 f"{row['approx_qps']:,.0f} | {row['approx_qps'] / row['exact_qps']:.1f} | {row['recall']:.3f} |",
