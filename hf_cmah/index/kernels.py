@@ -3,15 +3,16 @@
 Why this shape (benchmarks in docs/BENCHMARKS.md):
 
 - Codes are read as machine words (a zero-copy view: 64 bits → one ``uint64``), so one
-  XOR and one popcount give a distance; LLVM vectorises the distance loop for the CPU.
+  XOR and one popcount give a distance; LLVM vectorises the loop for the host CPU
+  (``vpshufb`` popcount on AVX2, ``vpopcntq`` with AVX-512 VPOPCNTDQ).
 - Distances are small integers (0..K), so top-k is kept by *counting*: a histogram of
   accepted distances gives the current k-th distance, and a code is looked at again only
   if it beats it. After the first few thousand codes almost nothing does, so the scan is
-  a branch-free distance loop plus a vectorised "is anything below the bound?" check.
+  a branch-free vectorised count of codes below the bound, per group of codes.
 - Codes are scanned in blocks that stay in L1/L2 while every query of a task visits
   them (queries × codes blocking); tasks run on all cores, split by queries for large
   batches and by codes for small ones.
-- Ties are broken by id: codes are scanned in increasing row order and an equal
+- Ties are broken by row: codes are scanned in increasing row order and an equal
   distance never displaces an earlier row, so results are sorted by (distance, row).
 
 `hf_cmah.codes.hamming_distance` is the NumPy reference these kernels are tested against.
