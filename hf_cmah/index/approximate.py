@@ -2,7 +2,9 @@
 
 The K-bit code is cut into ``num_tables`` substrings, each a hash-table key; a query looks up
 its own substrings and their neighbours within ``num_flips`` bit flips, and only those
-candidates get an exact distance. Codes of a trained model put true neighbours within a few
+candidates get an exact distance. The default, 4 tables and no flips, was the best trade-off
+measured (docs/BENCHMARKS.md): each flip multiplies the buckets probed by ~16 and faiss's
+per-candidate cost makes 1 flip slower than the exact kernel. Codes of a trained model put true neighbours within a few
 bits, so few flips find them while touching a small fraction of the library; on random codes
 recall is low. Measured recall@k is in docs/INDEX.md and docs/BENCHMARKS.md.
 """
@@ -19,7 +21,7 @@ class MultiIndexHashingBackend:
 
     name = "approximate"
 
-    def __init__(self, codes: np.ndarray, code_bits: int, num_tables: int | None = None, num_flips: int = 1):
+    def __init__(self, codes: np.ndarray, code_bits: int, num_tables: int | None = None, num_flips: int = 0):
         import faiss
 
         num_tables = num_tables or max(1, code_bits // 16)
