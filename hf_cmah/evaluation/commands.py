@@ -118,8 +118,7 @@ def run_eval(args: argparse.Namespace) -> int:
     for index, name in enumerate(args.models):
         model = AutoModel.from_pretrained(name).to(device)
         processor = AutoProcessor.from_pretrained(name)
-        label = Path(name).name if Path(name).exists() else name
-        label = label if label not in results else f"{label}-{index}"
+        label = name if name not in results else f"{name}-{index}"  # results are keyed by the argument as given
         images = encode_images(model, processor, queries, args.batch_size, image_column)
         shapes = encode_shapes(model, processor, split, args.batch_size)
         results[label] = score_retrieval(images, shapes)

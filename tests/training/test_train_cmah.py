@@ -133,8 +133,8 @@ def test_eval_command_scores_renders_thumbnails_and_random_codes(trained_run, sy
         args = parser.parse_args([*command, "--random-baseline", "--output", str(output), "--device", "cpu"])
         assert args.handler(args) == 0
         evaluation = json.loads((output / "results.json").read_text())
-        assert set(evaluation["results"]) == {"final", "random-16"}
-        scores = evaluation["results"]["final"]["image_to_shape"]
+        assert set(evaluation["results"]) == {str(run / "final"), "random-16"}
+        scores = evaluation["results"][str(run / "final")]["image_to_shape"]
         # 12 test shapes; renders: 2 per shape, thumbnails: 1 per shape
         assert scores["num_queries"] == (24 if queries == "render" else 12)
         assert scores["num_database"] == 12
