@@ -161,7 +161,7 @@ class PreAlignedShapeConfig(PretrainedConfig):
     """
 
     model_type = "prealigned_shape"
-    sub_configs_defaults = {"vision_config": CLIPVisionConfig, "shape_config": PreAlignedShapeEncoderConfig}  # noqa: RUF012
+    sub_configs_defaults = {"vision_config": CLIPVisionConfig, "shape_config": PreAlignedShapeEncoderConfig}
 
     def __init__(
         self,

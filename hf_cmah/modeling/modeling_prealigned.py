@@ -147,7 +147,7 @@ class PreAlignedShapePreTrainedModel(PreTrainedModel):
     base_model_prefix = "prealigned_shape"
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = False
-    _no_split_modules = ["TransformerBlock", "CLIPEncoderLayer", "CLIPVisionEmbeddings"]  # noqa: RUF012
+    _no_split_modules = ["TransformerBlock", "CLIPEncoderLayer", "CLIPVisionEmbeddings"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
