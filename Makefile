@@ -32,7 +32,7 @@ blender-env: $(BLENDER_STAMP)
 test: env blender-env
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-quickstart: env
+quickstart: env blender-env
 	$(PY) -m hf_cmah.quickstart
 
 lint: env

@@ -16,7 +16,7 @@ from .errors import (
     InvalidInputError,
     MeshLoadError,
 )
-from .modeling import CMAH_PRESETS, CMAHConfig, CMAHModel
+from .modeling import CMAH_PRESETS, CMAHConfig, CMAHModel, PreAlignedShapeConfig, PreAlignedShapeModel
 from .processing_cmah import CMAHProcessor
 
 __version__ = "0.1.0"
@@ -26,8 +26,12 @@ def _register_auto_classes() -> None:
     AutoConfig.register(CMAHConfig.model_type, CMAHConfig, exist_ok=True)
     AutoModel.register(CMAHConfig, CMAHModel, exist_ok=True)
     AutoProcessor.register(CMAHConfig, CMAHProcessor, exist_ok=True)
-    CMAHConfig.register_for_auto_class()
-    CMAHModel.register_for_auto_class("AutoModel")
+    AutoConfig.register(PreAlignedShapeConfig.model_type, PreAlignedShapeConfig, exist_ok=True)
+    AutoModel.register(PreAlignedShapeConfig, PreAlignedShapeModel, exist_ok=True)
+    AutoProcessor.register(PreAlignedShapeConfig, CMAHProcessor, exist_ok=True)
+    for config_class, model_class in ((CMAHConfig, CMAHModel), (PreAlignedShapeConfig, PreAlignedShapeModel)):
+        config_class.register_for_auto_class()
+        model_class.register_for_auto_class("AutoModel")
     CMAHProcessor.register_for_auto_class("AutoProcessor")
 
 
@@ -44,6 +48,8 @@ __all__ = [
     "IncompatibleIndexError",
     "InvalidInputError",
     "MeshLoadError",
+    "PreAlignedShapeConfig",
+    "PreAlignedShapeModel",
     "__version__",
     "hamming_distance",
     "pack_codes",

@@ -138,9 +138,23 @@ def test_presets_and_parameter_counts():
 
 @pytest.mark.slow
 def test_training_pairs_each_image_with_its_own_point_cloud():
-    """A few hundred steps on 8 synthetic pairs: every image's nearest shape code (Hamming) is its own."""
+    """A few hundred steps on 8 synthetic pairs: every image's nearest shape code (Hamming) is its own.
+
+    A smaller-than-tiny model (32-px images, 256 points) keeps this under a minute on 2 cores;
+    the pairing must hold at two checks in a row, so one lucky draw of the masks cannot pass it.
+    """
     torch.manual_seed(0)
-    config = CMAHConfig.from_preset("cmah-tiny", code_bits=32)
+    config = CMAHConfig.from_preset(
+        "cmah-tiny",
+        code_bits=32,
+        image_size=32,
+        num_points=256,
+        num_groups=16,
+        hidden_size=64,
+        intermediate_size=128,
+        image_num_hidden_layers=2,
+        point_num_hidden_layers=2,
+    )
     model = CMAHModel(config)
     pixel_values, points = synthetic_pairs(8, config.num_points, config.image_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
@@ -156,11 +170,14 @@ def test_training_pairs_each_image_with_its_own_point_cloud():
         return bool((distances.diagonal() < others.min(axis=1)).all())
 
     assert not own_shape_is_nearest()  # an untrained model does not already pair them
+    passed_in_a_row = 0
     for step in range(1, 401):
         loss = model(pixel_values, points).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % 50 == 0 and own_shape_is_nearest():
-            return
-    pytest.fail("after 400 steps some image's nearest shape code is not its own point cloud")
+        if step % 25 == 0:
+            passed_in_a_row = passed_in_a_row + 1 if own_shape_is_nearest() else 0
+            if passed_in_a_row == 2:
+                return
+    pytest.fail("after 400 steps the images' nearest shape codes are not their own point clouds")
