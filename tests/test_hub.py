@@ -122,3 +122,21 @@ def test_push_uploads_model_processor_and_card_to_a_loopback_hub(saved_model):
     assert uploaded["model.safetensors"] == (saved_model / "model.safetensors").read_bytes()
     assert card_metadata(uploaded["README.md"].decode())["model-index"]
     assert LoopbackHub.validated
+
+
+def test_push_command_takes_this_models_results(saved_model, tmp_path, capsys):
+    import argparse
+
+    from hf_cmah.evaluation.commands import add_commands
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    results = tmp_path / "results.json"
+    other = {direction: {**scores, "map@all": 0.9} for direction, scores in RESULTS.items()}
+    results.write_text(json.dumps({"results": {"other/final": other, str(saved_model): RESULTS}}))
+    args = parser.parse_args(["push", str(saved_model), "user/m", "--results", str(results), "--card-only"])
+    assert args.handler(args) == 0
+    assert "| image → shape | 0.432 |" in (saved_model / "README.md").read_text()
+    args = parser.parse_args(["push", str(saved_model), "user/m", "--results", str(results), "--results-key", "x"])
+    with pytest.raises(ValueError, match="no results for 'x'"):
+        args.handler(args)

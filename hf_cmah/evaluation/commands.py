@@ -61,7 +61,10 @@ def add_commands(subparsers) -> None:
     )
     push.add_argument("model", help="a save_pretrained folder (with its processor)")
     push.add_argument("repo_id", help="Hub repository, e.g. user/cmah-tiny-64")
-    push.add_argument("--results", help="results.json from `hf-cmah eval` (its first model's entry is used)")
+    push.add_argument("--results", help="results.json from `hf-cmah eval` that scored this model")
+    push.add_argument(
+        "--results-key", help="the model's key in results.json (default: the model path as given to eval)"
+    )
     push.add_argument("--dataset", action="append", default=[], help="Hub id of a training/eval dataset (repeatable)")
     push.add_argument("--dataset-name", default="", help="human name of the evaluation data, for the model-index")
     push.add_argument("--private", action="store_true")
@@ -158,8 +161,11 @@ def run_push(args: argparse.Namespace) -> int:
 
     results = None
     if args.results:
-        evaluation = json.loads(Path(args.results).read_text())
-        results = next(iter(evaluation["results"].values()))
+        scored = json.loads(Path(args.results).read_text())["results"]
+        key = args.results_key or args.model
+        if key not in scored:
+            raise ValueError(f"{args.results}: no results for {key!r}; it has {sorted(scored)} (use --results-key)")
+        results = scored[key]
     card = write_model_card(
         args.model, args.repo_id, results=results, datasets=args.dataset, dataset_name=args.dataset_name
     )
