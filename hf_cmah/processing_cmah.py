@@ -113,6 +113,7 @@ class CMAHProcessorKwargs(TypedDict, total=False):
     background_color: list[int]
     num_points: int
     up_axis: str
+    model_up_axis: str
     with_colors: bool
     seed: int
 
@@ -126,6 +127,8 @@ class CMAHProcessor(ImageProcessingMixin):
         background_color (`list[int]`, defaults to white): fill for alpha and for padding to square.
         num_points (`int`, defaults to 1024): points per cloud after resampling.
         up_axis (`str`, defaults to `"y"`): the up axis of the INPUT shapes; `"z"` rotates z-up data to y-up.
+        model_up_axis (`str`, defaults to `"y"`): the up axis the MODEL was trained with; `"z"` (OpenShape
+            G/14) rotates the y-up clouds to z-up as the last step.
         with_colors (`bool`, defaults to False): emit ``[B, N, 6]`` (xyz + rgb); shapes without colour
             get 0.4 grey.
         seed (`int`, defaults to 0): seed of point resampling and mesh surface sampling (deterministic output).
@@ -142,13 +145,15 @@ class CMAHProcessor(ImageProcessingMixin):
         background_color: list[int] | tuple[int, ...] = (255, 255, 255),
         num_points: int = 1024,
         up_axis: str = "y",
+        model_up_axis: str = "y",
         with_colors: bool = False,
         seed: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if up_axis not in UP_AXES:
-            raise InvalidInputError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
+        for name, axis in (("up_axis", up_axis), ("model_up_axis", model_up_axis)):
+            if axis not in UP_AXES:
+                raise InvalidInputError(f"{name} must be one of {UP_AXES}, got {axis!r}")
         if image_size <= 0 or num_points <= 0:
             raise InvalidInputError(f"image_size and num_points must be positive, got {image_size}, {num_points}")
         self.image_size = int(image_size)
@@ -157,6 +162,7 @@ class CMAHProcessor(ImageProcessingMixin):
         self.background_color = [int(v) for v in background_color]
         self.num_points = int(num_points)
         self.up_axis = up_axis
+        self.model_up_axis = model_up_axis
         self.with_colors = bool(with_colors)
         self.seed = int(seed)
 
@@ -234,7 +240,10 @@ class CMAHProcessor(ImageProcessingMixin):
             xyz = np.stack([xyz[:, 0], xyz[:, 2], -xyz[:, 1]], axis=1)
         xyz = xyz - xyz.mean(axis=0)
         radius = np.linalg.norm(xyz, axis=1).max()
-        return xyz / radius if radius > 0 else xyz
+        xyz = xyz / radius if radius > 0 else xyz
+        if self.model_up_axis == "z":  # rotate +90° about x: y-up → z-up, for models trained z-up
+            xyz = np.stack([xyz[:, 0], -xyz[:, 2], xyz[:, 1]], axis=1)
+        return xyz
 
     def _resample_rows(self, count: int) -> np.ndarray:
         """Row indices giving exactly ``num_points``: a seeded subset, or every row plus seeded repeats."""

@@ -126,3 +126,10 @@ def test_processor_needs_some_input(processor):
 def test_invalid_settings_are_rejected():
     with pytest.raises(InvalidInputError, match="up_axis"):
         CMAHProcessor(up_axis="x")
+
+
+def test_model_up_axis_z_rotates_y_up_clouds_to_z_up():
+    processor = CMAHProcessor(num_points=2, model_up_axis="z")
+    points = processor(points=np.array([[0.0, 1.0, 0.0], [0.0, -1.0, 0.0]]), return_tensors="np")["points"][0]
+    assert np.allclose(np.abs(points[:, 2]), 1.0) and np.allclose(points[:, 1], 0.0)
+    assert points[np.argmax(points[:, 2]), 2] > 0  # what was up (+y) is up (+z)

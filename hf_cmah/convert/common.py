@@ -18,6 +18,11 @@ import torch
 
 from ..errors import InvalidInputError
 from ..modeling.configuration_prealigned import PreAlignedShapeConfig
+from ..processing_cmah import CMAHProcessor
+
+# OpenAI CLIP's image normalisation, used by every CLIP tower these checkpoints pair with.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class CheckpointLayoutError(InvalidInputError):
@@ -149,6 +154,20 @@ def logit_scale_tensor(value: torch.Tensor | float) -> torch.Tensor:
     return tensor
 
 
+def processor_for(config: PreAlignedShapeConfig) -> CMAHProcessor:
+    """The processor a converted model reads with: CLIP image normalisation, the tower's point count,
+    colour channels and gravity axis."""
+    shape = config.shape_config
+    return CMAHProcessor(
+        image_size=config.vision_config.image_size,
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+        num_points=shape.num_points,
+        model_up_axis=shape.up_axis,
+        with_colors=shape.in_channels == 6,
+    )
+
+
 def build_and_save(
     converted: dict[str, torch.Tensor],
     config: PreAlignedShapeConfig,
@@ -191,6 +210,7 @@ def build_and_save(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
+    processor_for(config).save_pretrained(out_dir)
     (out_dir / "README.md").write_text(model_card, encoding="utf-8")
     return out_dir
 
