@@ -21,6 +21,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_cmah import CMAHConfig
+from .hash_codes import codes_from_logits
 from .point_layers import CentrePositionMLP, MiniPointNet, farthest_point_sample, gather_points, knn_indices
 from .vit_layers import (
     CrossAttentionBlock,
@@ -98,11 +99,6 @@ def masked_patch_loss(
         target = (target - mean) / (var + 1.0e-6) ** 0.5
     per_patch = ((predicted - target) ** 2).mean(dim=-1)  # (B, P)
     return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-def codes_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """``sign`` of hash logits as ±1 int8; 0 maps to +1 so that every bit is defined."""
-    return torch.where(logits >= 0, 1, -1).to(torch.int8)
 
 
 class CMAHImageEmbeddings(nn.Module):
@@ -485,7 +481,6 @@ __all__ = [
     "CMAHModelOutput",
     "CMAHPreTrainedModel",
     "chamfer_distance",
-    "codes_from_logits",
     "info_nce_loss",
     "masked_patch_loss",
 ]

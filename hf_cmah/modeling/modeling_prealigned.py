@@ -25,6 +25,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_prealigned import PreAlignedShapeConfig, PreAlignedShapeEncoderConfig
+from .hash_codes import codes_from_logits
 from .point_layers import CentrePositionMLP, MiniPointNet, SetAbstraction, group_points
 from .vit_layers import TransformerBlock
 
@@ -52,11 +53,6 @@ class PreAlignedShapeModelOutput(ModelOutput):
 
 class PreAlignedInputError(ValueError):
     """A tensor handed to a pre-aligned model has the wrong rank, size or values."""
-
-
-def codes_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """``sign`` of code logits as ±1 int8; 0 maps to +1 so that every bit is defined."""
-    return torch.where(logits >= 0, 1, -1).to(torch.int8)
 
 
 class PreAlignedShapeBlocks(nn.Module):
