@@ -77,9 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nquery: {query_path} (a render of a {query_label})")
     _run(["search", str(out / "index"), "--model", str(model_dir), "--image", str(query_path), "-k", "5"])
 
-    results = json.loads((out / "eval" / "results.json").read_text())
-    print(f"\nquickstart done: results in {out / 'eval' / 'results.json'} and plots beside it.")
-    print(json.dumps(results, indent=1)[:1500])
+    results = json.loads((out / "eval" / "results.json").read_text())["results"]
+    print(f"\nquickstart done. Test-split retrieval ({out / 'eval'}: results.json and plots):")
+    print(f"{'codes':<28} {'direction':<15} {'mAP@all':>8} {'P@10':>6} {'Acc@1':>6} {'Acc@10':>7}")
+    for name, directions in results.items():
+        label = "trained cmah-tiny" if name == str(model_dir) else name
+        for direction in ("image_to_shape", "shape_to_image"):
+            m = directions[direction]
+            print(
+                f"{label:<28} {direction:<15} {m['map@all']:>8.3f} {m['p@10']:>6.3f} "
+                f"{m.get('acc@1', float('nan')):>6.3f} {m.get('acc@10', float('nan')):>7.3f}"
+            )
     return 0
 
 
