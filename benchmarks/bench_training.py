@@ -3,6 +3,7 @@
     python benchmarks/bench_training.py write-dataset DIR --shapes 16384     # synthetic data, built layout
     python benchmarks/bench_training.py step --preset cmah-base --batch-size 256
     python benchmarks/bench_training.py mfu --preset cmah-base --train-log runs/x/train_log.jsonl
+    python benchmarks/bench_training.py profile --preset cmah-base --batch-size 256   # where GPU time goes
 
 FLOPs are counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` records every
 matmul, convolution and attention kernel of one training step (forward with the masked pass,
@@ -150,6 +151,41 @@ def run_mfu(args) -> dict:
     }
 
 
+def run_profile(args) -> None:
+    """torch.profiler over 3 training steps (kernels by GPU time), then FPS / kNN / whole-step timings."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from hf_cmah.modeling.point_layers import farthest_point_sample, gather_points, knn_indices
+
+    device = torch.device("cuda")
+    model, step = _training_step_parts(args.preset, args.batch_size, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    for index in range(3):
+        step(optimizer, index)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+        for index in range(3):
+            step(optimizer, 10 + index)
+        torch.cuda.synchronize()
+    print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=60))
+
+    def milliseconds(function, repeats: int = 10) -> float:
+        function()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            function()
+        torch.cuda.synchronize()
+        return (time.perf_counter() - start) / repeats * 1e3
+
+    config = model.config
+    points = torch.randn(args.batch_size, config.num_points, 3, device=device)
+    centres = gather_points(points, farthest_point_sample(points, config.num_groups))
+    print(f"farthest-point sampling: {milliseconds(lambda: farthest_point_sample(points, config.num_groups)):.2f} ms")
+    print(f"kNN grouping: {milliseconds(lambda: knn_indices(points, centres, config.group_size)):.2f} ms")
+    print(f"training step: {milliseconds(lambda: step(optimizer, 50), 5):.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -158,7 +194,7 @@ def main() -> None:
     data.add_argument("--shapes", type=int, default=16384)
     data.add_argument("--image-size", type=int, default=128)
     data.add_argument("--num-points", type=int, default=1024)
-    for name in ("step", "mfu"):
+    for name in ("step", "mfu", "profile"):
         command = commands.add_parser(name)
         command.add_argument("--preset", default="cmah-base")
         command.add_argument("--batch-size", type=int, default=256)
@@ -169,6 +205,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "write-dataset":
         write_dataset(args.folder, args.shapes, args.image_size, args.num_points)
+        return
+    if args.command == "profile":
+        run_profile(args)
         return
     print(json.dumps(run_step_benchmark(args) if args.command == "step" else run_mfu(args), indent=1))
 
