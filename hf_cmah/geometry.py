@@ -18,10 +18,11 @@ import numpy as np
 import trimesh
 
 from .errors import InvalidInputError, MeshLoadError
+from .processing_cmah import NO_COLOR_GREY, normalize_xyz, resample_rows
 
 MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 POINT_SUFFIXES = (".npy", ".npz", ".xyz", ".pts", ".txt")
-DEFAULT_GREY = 0.4
+DEFAULT_GREY = NO_COLOR_GREY
 UP_AXES = ("y", "z")
 # A vertex further from the median than this many times the 99th-percentile distance is a
 # stray (export glitch), not geometry: across all 1,284 PSB meshes the ratio stays below 6.
@@ -249,13 +250,7 @@ def normalize_points(points: np.ndarray, up_axis: str = "y") -> np.ndarray:
     if up_axis not in UP_AXES:
         raise InvalidInputError(f"up_axis: expected one of {UP_AXES}, got {up_axis!r}")
     points = np.array(points, dtype=np.float32)
-    xyz = points[:, :3]
-    if up_axis == "z":
-        xyz[:] = np.stack([xyz[:, 0], xyz[:, 2], -xyz[:, 1]], axis=1)
-    xyz -= xyz.mean(axis=0)
-    radius = np.linalg.norm(xyz, axis=1).max()
-    if radius > 0:
-        xyz /= radius
+    points[:, :3] = normalize_xyz(points[:, :3], up_axis)
     return points
 
 
@@ -263,8 +258,7 @@ def _resample(points: np.ndarray, num_points: int, seed: int, with_colors: bool,
     if num_points <= 0:
         raise InvalidInputError(f"num_points: expected a positive number, got {num_points}")
     points = normalize_points(points, up_axis)
-    rng = np.random.default_rng(seed)
-    points = points[rng.choice(len(points), size=num_points, replace=len(points) < num_points)]
+    points = points[resample_rows(len(points), num_points, seed)]
     if not with_colors:
         return points[:, :3].copy()
     if points.shape[1] == 3:

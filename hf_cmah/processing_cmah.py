@@ -104,6 +104,27 @@ def _mesh_to_points(mesh: Any, count: int, seed: int) -> np.ndarray:
     return np.asarray(xyz, dtype=np.float32)
 
 
+def normalize_xyz(xyz: np.ndarray, up_axis: str = "y", model_up_axis: str = "y") -> np.ndarray:
+    """Contract 1: rotate ``up_axis``-up input to y-up, centre on the centroid, scale into the unit ball;
+    then, for a model trained z-up (``model_up_axis="z"``), rotate y-up to z-up. Both rotations are proper."""
+    if up_axis == "z":  # −90° about x: z-up → y-up
+        xyz = np.stack([xyz[:, 0], xyz[:, 2], -xyz[:, 1]], axis=1)
+    xyz = xyz - xyz.mean(axis=0)
+    radius = np.linalg.norm(xyz, axis=1).max()
+    xyz = xyz / radius if radius > 0 else xyz
+    if model_up_axis == "z":  # +90° about x: y-up → z-up
+        xyz = np.stack([xyz[:, 0], -xyz[:, 2], xyz[:, 1]], axis=1)
+    return xyz
+
+
+def resample_rows(count: int, num_points: int, seed: int) -> np.ndarray:
+    """Row indices giving exactly ``num_points`` of ``count``: a seeded subset, or every row plus seeded repeats."""
+    rng = np.random.default_rng(seed)
+    if count >= num_points:
+        return np.sort(rng.choice(count, num_points, replace=False))
+    return np.concatenate([np.arange(count), rng.choice(count, num_points - count, replace=True)])
+
+
 class CMAHProcessorKwargs(TypedDict, total=False):
     """Settings that `CMAHProcessor.from_pretrained(..., **kwargs)` may override."""
 
@@ -226,8 +247,8 @@ class CMAHProcessor(ImageProcessingMixin):
             raise InvalidInputError(f"{where}: the point cloud is empty (0 points)")
         if not np.isfinite(array).all():
             raise InvalidInputError(f"{where}: the point cloud contains NaN or infinite values")
-        xyz = self._normalise(array[:, :3])
-        rows = self._resample_rows(len(xyz))
+        xyz = normalize_xyz(array[:, :3], self.up_axis, self.model_up_axis)
+        rows = resample_rows(len(xyz), self.num_points, self.seed)
         if not self.with_colors:
             return xyz[rows].astype(np.float32)
         colors = array[:, 3:6] if array.shape[1] == 6 else np.full_like(xyz, NO_COLOR_GREY)
@@ -235,22 +256,5 @@ class CMAHProcessor(ImageProcessingMixin):
             colors = colors / 255.0
         return np.concatenate([xyz, np.clip(colors, 0.0, 1.0)], axis=1)[rows].astype(np.float32)
 
-    def _normalise(self, xyz: np.ndarray) -> np.ndarray:
-        if self.up_axis == "z":  # rotate −90° about x: z-up → y-up, still right-handed
-            xyz = np.stack([xyz[:, 0], xyz[:, 2], -xyz[:, 1]], axis=1)
-        xyz = xyz - xyz.mean(axis=0)
-        radius = np.linalg.norm(xyz, axis=1).max()
-        xyz = xyz / radius if radius > 0 else xyz
-        if self.model_up_axis == "z":  # rotate +90° about x: y-up → z-up, for models trained z-up
-            xyz = np.stack([xyz[:, 0], -xyz[:, 2], xyz[:, 1]], axis=1)
-        return xyz
 
-    def _resample_rows(self, count: int) -> np.ndarray:
-        """Row indices giving exactly ``num_points``: a seeded subset, or every row plus seeded repeats."""
-        rng = np.random.default_rng(self.seed)
-        if count >= self.num_points:
-            return np.sort(rng.choice(count, self.num_points, replace=False))
-        return np.concatenate([np.arange(count), rng.choice(count, self.num_points - count, replace=True)])
-
-
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NO_COLOR_GREY", "CMAHProcessor"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NO_COLOR_GREY", "CMAHProcessor", "normalize_xyz", "resample_rows"]
