@@ -221,7 +221,9 @@ def test_openshape_layouts_convert_and_match_the_reference(tmp_path, variant):
     model = AutoModel.from_pretrained(out).eval()
     assert isinstance(model, PreAlignedShapeModel)
     processor = AutoProcessor.from_pretrained(out)
-    assert processor.model_up_axis == config.shape_config.up_axis and processor.image_mean[0] == pytest.approx(0.4815, abs=1e-4)
+    assert processor.model_up_axis == config.shape_config.up_axis and processor.image_mean[0] == pytest.approx(
+        0.4815, abs=1e-4
+    )
     assert processor(points=np.zeros((5, 3)))["points"].shape[-1] == config.shape_config.in_channels
     points = random_points(seed=5)
     with torch.no_grad():
