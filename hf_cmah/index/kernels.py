@@ -2,13 +2,15 @@
 
 Why this shape (benchmarks in docs/BENCHMARKS.md):
 
-- Codes are read as machine words (a zero-copy view: 64 bits → one ``uint64``), so one
-  XOR and one popcount give a distance; LLVM vectorises the loop for the host CPU
-  (``vpshufb`` popcount on AVX2, ``vpopcntq`` with AVX-512 VPOPCNTDQ).
+- Codes are read as machine words (a zero-copy view: 64 bits → one ``uint64``; two 32-bit
+  codes → one ``uint64``), so one XOR and one popcount give a distance; LLVM vectorises
+  the loop for the host CPU (``vpshufb`` popcount on AVX2, ``vpopcntq`` with AVX-512 VPOPCNTDQ).
 - Distances are small integers (0..K), so top-k is kept by *counting*: a histogram of
-  accepted distances gives the current k-th distance, and a code is looked at again only
-  if it beats it. After the first few thousand codes almost nothing does, so the scan is
-  a branch-free vectorised count of codes below the bound, per group of codes.
+  accepted distances gives the current k-th distance (the bound), and a code is looked at
+  again only if it beats it. After the first few thousand codes almost nothing does, so
+  the scan is a branch-free vectorised count of codes below the bound, group by group; a
+  group with a hit gets its distances written to a small buffer (vectorised too), which a
+  scalar loop then reads, so no distance is computed one code at a time.
 - Codes are scanned in blocks that stay in L1/L2 while every query of a task visits
   them (queries × codes blocking); tasks run on all cores, split by queries for large
   batches and by codes for small ones.
@@ -20,25 +22,29 @@ Why this shape (benchmarks in docs/BENCHMARKS.md):
 
 from __future__ import annotations
 
+import functools
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-# Codes per block: 4096 × 8 bytes = 32 KiB of 64-bit codes, one L1d, visited by every query
+from ..codes import hamming_distance
+
+# Words per block: 4096 × 8 bytes = 32 KiB of 64-bit codes, one L1d, visited by every query
 # of a task before the next block is read.
 CODE_BLOCK = 4096
-# Each group of this many codes is first counted against a query's bound (vectorised, no
-# branches); only on a hit are its rows looked at again, so rescans stay rare. 512 / 32 were
-# the fastest of 64/8 … 1024/32 at 10k, 100k and 1M codes (docs/BENCHMARKS.md).
+# Each group of this many words is first counted against a query's bound (vectorised, no
+# branches); only on a hit are its distances written out and read one by one. 64…1024 were
+# within noise of each other at 10k–100k codes; 512 and 1024 were fastest at 1M.
 CHECK_GROUP = 512
-# A group with a hit is narrowed to sub-groups this size before rows are looked at one by one.
-CHECK_SUBGROUP = 32
 # Below this many query × code pairs (~1 ms of work) the search runs in the calling thread:
 # waking the pool costs more than it saves, and far more on a busy machine.
 PARALLEL_MIN_PAIRS = 1 << 22
+LOW_HALF = np.uint64(0xFFFFFFFF)
+HALF_SHIFT = np.uint64(32)
 
 
 @intrinsic
@@ -68,6 +74,17 @@ def as_words(packed: np.ndarray) -> tuple[np.ndarray, int]:
     raise AssertionError("unreachable: every width is a multiple of 1 byte")
 
 
+def _paired_words(queries: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit codes two to a ``uint64`` (an even number of rows, zero-copy) and each query in both halves.
+
+    A ``uint32`` lane is widened to 64 bits before its popcount, so four codes fill an AVX2
+    register; two codes per word put eight there (~1.4× faster, docs/BENCHMARKS.md).
+    """
+    query_words = np.ascontiguousarray(queries).view(np.uint32).reshape(-1).astype(np.uint64)
+    code_words = np.ascontiguousarray(codes).reshape(-1).view(np.uint64)
+    return query_words | (query_words << HALF_SHIFT), code_words
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _distance(queries, query, words, row, width):
     """Hamming distance of query row ``query`` to code row ``row`` (flat word arrays, ``width`` words a code)."""
@@ -78,27 +95,61 @@ def _distance(queries, query, words, row, width):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _count_below(queries, query, words, start, stop, width, bound):
-    """How many rows ``start:stop`` lie closer than ``bound``: the branch-free loop LLVM vectorises.
+def _count_below(queries, query, words, width, paired, bound):
+    """How many codes of ``words`` (one group) lie closer than ``bound``: the branch-free loop LLVM vectorises.
 
+    Loops start at a literal 0 over a slice (an unknown start index vectorises ~2.5× worse).
     Signed 64-bit compares on purpose: AVX2 has ``vpcmpgtq`` only for signed lanes, and the
     unsigned form costs two extra instructions per 4 codes (~10% of the scan).
     """
     limit = np.int64(bound)
     hits = np.int64(0)
-    if width == 1:  # one word per code (16/32/64 bits)
+    units = words.shape[0] // width
+    if paired:  # two 32-bit codes a word, the query in both halves
         value = np.uint64(queries[query])
-        for row in range(start, stop):
-            hits += np.int64(np.int64(_popcount(value ^ np.uint64(words[row]))) < limit)
+        for unit in range(units):
+            both = value ^ np.uint64(words[unit])
+            hits += np.int64(np.int64(_popcount(both & LOW_HALF)) < limit)
+            hits += np.int64(np.int64(_popcount(both >> HALF_SHIFT)) < limit)
+    elif width == 1:  # one word a code (16/64 bits, or 32 bits as a lone uint32)
+        value = np.uint64(queries[query])
+        for unit in range(units):
+            hits += np.int64(np.int64(_popcount(value ^ np.uint64(words[unit]))) < limit)
     elif width == 2:  # 128 bits
         first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
-        for row in range(start, stop):
-            total = _popcount(first ^ np.uint64(words[2 * row])) + _popcount(second ^ np.uint64(words[2 * row + 1]))
+        for unit in range(units):
+            total = _popcount(first ^ np.uint64(words[2 * unit])) + _popcount(second ^ np.uint64(words[2 * unit + 1]))
             hits += np.int64(np.int64(total) < limit)
     else:
-        for row in range(start, stop):
-            hits += np.int64(np.int64(_distance(queries, query, words, row, width)) < limit)
+        for unit in range(units):
+            hits += np.int64(np.int64(_distance(queries, query, words, unit, width)) < limit)
     return hits
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _group_distances(queries, query, words, width, paired, scratch):
+    """Distances of every code of ``words`` (one group) to the query, into ``scratch``; returns the code count."""
+    units = words.shape[0] // width
+    if paired:
+        value = np.uint64(queries[query])
+        for unit in range(units):
+            both = value ^ np.uint64(words[unit])
+            scratch[2 * unit] = np.int32(_popcount(both & LOW_HALF))
+            scratch[2 * unit + 1] = np.int32(_popcount(both >> HALF_SHIFT))
+        return 2 * units
+    if width == 1:
+        value = np.uint64(queries[query])
+        for unit in range(units):
+            scratch[unit] = np.int32(_popcount(value ^ np.uint64(words[unit])))
+    elif width == 2:
+        first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
+        for unit in range(units):
+            total = _popcount(first ^ np.uint64(words[2 * unit])) + _popcount(second ^ np.uint64(words[2 * unit + 1]))
+            scratch[unit] = np.int32(total)
+    else:
+        for unit in range(units):
+            scratch[unit] = np.int32(_distance(queries, query, words, unit, width))
+    return units
 
 
 @njit(cache=True, nogil=True)
@@ -123,23 +174,23 @@ def _compact(buffer_distances, buffer_rows, fill, counts, k, bound):
 
 
 @njit(cache=True, nogil=True)
-def _accept_rows(queries, query, words, width, start, stop, k, bound, state_distances, state_rows, state, counts):
-    """Rescan rows ``start:stop`` one by one, keeping those closer than ``bound``; return the new bound.
+def _accept(scratch, codes, first_row, k, bound, buffer_distances, buffer_rows, state, counts):
+    """Accept the codes of a group (distances in ``scratch``) closer than ``bound``, in row order; return the new bound.
 
     ``state`` is ``[fill, below]``: the fill of this query's buffer of (distance, row) pairs and
     how many accepted distances lie below the bound; ``counts`` is their histogram. The bound
     is the k-th smallest distance so far (``below < k ≤ below + counts[bound]``), lowered in
     place as rows arrive: O(1) per accepted row, no rescan of the histogram.
     """
-    capacity = state_distances.shape[0]
-    for row in range(start, stop):
-        distance = np.int32(_distance(queries, query, words, row, width))
+    capacity = buffer_distances.shape[0]
+    for code in range(codes):
+        distance = scratch[code]
         if distance >= bound:
             continue
         if state[0] == capacity:
-            state[0] = _compact(state_distances, state_rows, state[0], counts, k, bound)
-        state_distances[state[0]] = distance
-        state_rows[state[0]] = row
+            state[0] = _compact(buffer_distances, buffer_rows, state[0], counts, k, bound)
+        buffer_distances[state[0]] = distance
+        buffer_rows[state[0]] = first_row + code
         state[0] += 1
         counts[distance] += 1
         state[1] += 1
@@ -150,101 +201,143 @@ def _accept_rows(queries, query, words, width, start, stop, k, bound, state_dist
 
 
 @njit(cache=True, nogil=True)
-def _scan(queries, words, width, first_query, last_query, row_offset, k, code_bits, out_rows, out_distances):
-    """Top-k of queries ``first_query:last_query`` over ``words`` (rows from ``row_offset``), sorted by (distance, row).
+def _write_sorted(buffer_distances, buffer_rows, fill, code_bits, row_offset, out_rows, out_distances):
+    """Counting sort of the kept pairs by distance into the output rows; stable, so ties stay in row order."""
+    starts = np.zeros(code_bits + 2, np.int64)
+    for item in range(fill):
+        starts[buffer_distances[item] + 1] += 1
+    for distance in range(code_bits + 1):
+        starts[distance + 1] += starts[distance]
+    for item in range(fill):
+        distance = buffer_distances[item]
+        out_rows[starts[distance]] = buffer_rows[item] + row_offset
+        out_distances[starts[distance]] = distance
+        starts[distance] += 1
 
-    Loops start at a literal 0 on purpose: with an unknown start LLVM vectorises the
-    counting loop ~2.5× worse, so a code split arrives as a slice, not as a start index.
-    """
+
+@njit(cache=True, nogil=True)
+def _scan(queries, words, width, paired, first_query, last_query, row_offset, k, code_bits, out_rows, out_distances):
+    """Top-k of queries ``first_query:last_query`` over ``words`` (rows from ``row_offset``), sorted by (distance, row)."""
     count = last_query - first_query
-    stop = words.shape[0] // width
-    state_distances = np.empty((count, 2 * k), np.int32)
-    state_rows = np.empty((count, 2 * k), np.int64)
+    units = words.shape[0] // width
+    codes_per_unit = 2 if paired else 1
+    buffer_distances = np.empty((count, 2 * k), np.int32)
+    buffer_rows = np.empty((count, 2 * k), np.int64)
     state = np.zeros((count, 2), np.int64)  # [fill, below] per query
     counts = np.zeros((count, code_bits + 2), np.int64)
     bounds = np.full(count, code_bits + 1, np.int32)  # a distance is accepted if < bound
-    for block_start in range(0, stop, CODE_BLOCK):
-        block_stop = min(block_start + CODE_BLOCK, stop)
+    scratch = np.empty(CHECK_GROUP * codes_per_unit, np.int32)
+    for block_start in range(0, units, CODE_BLOCK):
+        block_stop = min(block_start + CODE_BLOCK, units)
         for slot in range(count):
             query = first_query + slot
             bound = bounds[slot]
             for group_start in range(block_start, block_stop, CHECK_GROUP):
-                group_stop = min(group_start + CHECK_GROUP, block_stop)
-                if _count_below(queries, query, words, group_start, group_stop, width, bound) == 0:
+                group = words[group_start * width : min(group_start + CHECK_GROUP, block_stop) * width]
+                if _count_below(queries, query, group, width, paired, bound) == 0:
                     continue
-                for sub_start in range(group_start, group_stop, CHECK_SUBGROUP):
-                    sub_stop = min(sub_start + CHECK_SUBGROUP, group_stop)
-                    if _count_below(queries, query, words, sub_start, sub_stop, width, bound) == 0:
-                        continue
-                    bound = _accept_rows(
-                        queries, query, words, width, sub_start, sub_stop, k, bound,
-                        state_distances[slot], state_rows[slot], state[slot], counts[slot],
-                    )  # fmt: skip
+                codes = _group_distances(queries, query, group, width, paired, scratch)
+                bound = _accept(
+                    scratch, codes, group_start * codes_per_unit, k, bound,
+                    buffer_distances[slot], buffer_rows[slot], state[slot], counts[slot],
+                )  # fmt: skip
             bounds[slot] = bound
     for slot in range(count):
         fill = state[slot, 0]
         if bounds[slot] <= code_bits:  # at least k rows seen: drop the ones the bound passed by
-            fill = _compact(state_distances[slot], state_rows[slot], fill, counts[slot], k, bounds[slot])
-        # counting sort by distance; stable, so rows stay ascending within a distance
-        written = 0
-        for distance in range(code_bits + 1):
-            for item in range(fill):
-                if state_distances[slot, item] == distance:
-                    out_rows[first_query + slot, written] = state_rows[slot, item] + row_offset
-                    out_distances[first_query + slot, written] = distance
-                    written += 1
-
-
-@njit(cache=True, parallel=True)
-def _search_tasks(queries, words, width, k, code_bits, query_block, splits):
-    """Run (query block × code split) tasks on all threads → per-split top-k ``[splits, Q, k]``."""
-    num_queries = queries.shape[0] // width
-    num_codes = words.shape[0] // width
-    rows = np.full((splits, num_queries, k), -1, np.int64)
-    distances = np.full((splits, num_queries, k), code_bits + 1, np.int32)
-    query_blocks = (num_queries + query_block - 1) // query_block
-    for task in prange(query_blocks * splits):
-        block, split = task // splits, task % splits
-        first = block * query_block
-        last = min(first + query_block, num_queries)
-        start = num_codes * split // splits
-        stop = num_codes * (split + 1) // splits
-        _scan(
-            queries, words[start * width : stop * width], width, first, last, start, k, code_bits,
-            rows[split], distances[split],
+            fill = _compact(buffer_distances[slot], buffer_rows[slot], fill, counts[slot], k, bounds[slot])
+        _write_sorted(
+            buffer_distances[slot], buffer_rows[slot], fill, code_bits, row_offset,
+            out_rows[first_query + slot], out_distances[first_query + slot],
         )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _search_serial(queries, words, width, paired, num_queries, k, code_bits):
+    """The whole search in the calling thread (small searches): one compiled call, outputs allocated inside."""
+    rows = np.full((num_queries, k), -1, np.int64)
+    distances = np.full((num_queries, k), code_bits + 1, np.int32)
+    _scan(queries, words, width, paired, 0, num_queries, 0, k, code_bits, rows, distances)
     return rows, distances
 
 
-def topk_search(queries: np.ndarray, codes: np.ndarray, k: int, code_bits: int) -> tuple[np.ndarray, np.ndarray]:
+def _merge_sorted(rows: np.ndarray, distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top k of per-query candidate lists laid out in row order, each sorted by (distance, row).
+
+    A stable sort by distance keeps rows ascending within a distance.
+    """
+    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(distances, order, axis=1)
+
+
+def topk_search(
+    queries: np.ndarray, codes: np.ndarray, k: int, code_bits: int, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by Hamming distance: packed ``uint8 [Q, B]`` queries over ``uint8 [N, B]`` codes.
 
     Returns ``(rows int64 [Q, k'], distances int32 [Q, k'])`` with ``k' = min(k, N)``, sorted by
-    distance, ties by row. Uses ``numba.get_num_threads()`` threads.
+    distance, ties by row. ``threads`` defaults to ``numba.get_num_threads()`` (``NUMBA_NUM_THREADS``).
     """
     num_queries, num_codes = queries.shape[0], codes.shape[0]
     k = min(k, num_codes)
     if num_queries == 0 or k == 0:
         return np.empty((num_queries, k), np.int64), np.empty((num_queries, k), np.int32)
-    query_words, width = as_words(queries)
-    code_words, _ = as_words(codes)
-    if num_queries * num_codes < PARALLEL_MIN_PAIRS:
-        rows = np.full((num_queries, k), -1, np.int64)
-        distances = np.full((num_queries, k), code_bits + 1, np.int32)
-        _scan(query_words, code_words, width, 0, num_queries, 0, k, code_bits, rows, distances)
-        return rows, distances
-    threads = numba.get_num_threads()
+    paired = codes.shape[1] == 4 and num_codes >= 2
+    if paired:
+        last = codes[-1:] if num_codes % 2 else None  # an odd last row has no partner: searched on its own below
+        query_words, code_words = _paired_words(queries, codes[: num_codes - num_codes % 2])
+        width = 1
+        k_paired = min(k, num_codes - num_codes % 2)
+    else:
+        last = None
+        query_words, width = as_words(queries)
+        code_words, _ = as_words(codes)
+        k_paired = k
+    threads = threads or numba.get_num_threads()
+    rows, distances = _search_words(
+        query_words, code_words, width, paired, num_queries, num_codes, k_paired, code_bits, threads
+    )
+    if last is not None:
+        last_distances = hamming_distance(queries, last).astype(np.int32)
+        rows = np.concatenate([rows, np.full((num_queries, 1), num_codes - 1, np.int64)], axis=1)
+        rows, distances = _merge_sorted(rows, np.concatenate([distances, last_distances], axis=1), k)
+    return rows, distances
+
+
+def _search_words(query_words, code_words, width, paired, num_queries, num_codes, k, code_bits, threads):
+    """Run the search in the calling thread, or as (query block × code split) tasks on a thread pool."""
+    if threads == 1 or num_queries * num_codes < PARALLEL_MIN_PAIRS:
+        return _search_serial(query_words, code_words, width, paired, num_queries, k, code_bits)
+    units = code_words.shape[0] // width
+    codes_per_unit = 2 if paired else 1
     # Enough tasks to keep every thread busy: split the batch when it is large, the codes when it is small.
-    splits = 1 if num_queries >= 2 * threads else min(threads * 2, max(1, num_codes // CODE_BLOCK))
+    splits = 1 if num_queries >= 2 * threads else min(threads * 2, max(1, units // CODE_BLOCK))
     query_block = max(1, -(-num_queries // (2 * threads))) if splits == 1 else num_queries
-    rows, distances = _search_tasks(query_words, code_words, width, k, code_bits, query_block, splits)
+    rows = np.full((splits, num_queries, k), -1, np.int64)
+    distances = np.full((splits, num_queries, k), code_bits + 1, np.int32)
+
+    def task(first: int, split: int) -> None:
+        start, stop = units * split // splits, units * (split + 1) // splits
+        _scan(
+            query_words, code_words[start * width : stop * width], width, paired, first,
+            min(first + query_block, num_queries), start * codes_per_unit, k, code_bits, rows[split], distances[split],
+        )  # fmt: skip
+
+    tasks = [(first, split) for first in range(0, num_queries, query_block) for split in range(splits)]
+    list(_thread_pool(threads).map(lambda args: task(*args), tasks))
     if splits == 1:
         return rows[0], distances[0]
-    # Splits are in row order and each is sorted by (distance, row): a stable sort by distance merges them.
+    # Splits are in row order and each is sorted by (distance, row): merging them is a stable sort by distance.
     rows = rows.transpose(1, 0, 2).reshape(num_queries, -1)
     distances = distances.transpose(1, 0, 2).reshape(num_queries, -1)
-    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(distances, order, axis=1)
+    return _merge_sorted(rows, distances, k)
+
+
+@functools.lru_cache(maxsize=4)
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per thread count. The kernel releases the GIL (``nogil``), so Python threads run it in parallel;
+    numba's own ``parallel=True`` was ~15% slower here once loaded from its on-disk cache (docs/BENCHMARKS.md)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="hf-cmah-search")
 
 
 @njit(cache=True, parallel=True)

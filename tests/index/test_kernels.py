@@ -1,6 +1,5 @@
 """The compiled kernels against the NumPy reference `hf_cmah.codes.hamming_distance`."""
 
-import numba
 import numpy as np
 import pytest
 
@@ -41,20 +40,32 @@ def test_heavy_ties_are_broken_by_row(batch):
     np.testing.assert_array_equal(distances, expected_distances)
 
 
-def test_single_thread_and_code_splits_agree(monkeypatch):
+@pytest.mark.parametrize(
+    ("code_bits", "num_codes"), [(64, 5 * CODE_BLOCK), (32, 5 * CODE_BLOCK), (32, 5 * CODE_BLOCK + 1)]
+)
+@pytest.mark.parametrize("batch", [2, 40])
+def test_thread_pool_tasks_equal_brute_force(monkeypatch, code_bits, num_codes, batch):
+    """Split by codes (small batch) or by queries (large batch) on 3 threads; 32-bit codes go two to a word."""
     monkeypatch.setattr(kernels, "PARALLEL_MIN_PAIRS", 0)  # use the thread pool even for this small search
-    rng = np.random.default_rng(7)
-    codes = rng.integers(0, 256, (5 * CODE_BLOCK, 8), dtype=np.uint8)
-    queries = rng.integers(0, 256, (2, 8), dtype=np.uint8)
-    threads = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        single = topk_search(queries, codes, 10, 64)
-    finally:
-        numba.set_num_threads(threads)
-    split = topk_search(queries, codes, 10, 64)
-    np.testing.assert_array_equal(single[0], split[0])
-    np.testing.assert_array_equal(single[1], split[1])
+    rng = np.random.default_rng(num_codes + batch)
+    codes = rng.integers(0, 256, (num_codes, code_bits // 8), dtype=np.uint8)
+    queries = rng.integers(0, 256, (batch, code_bits // 8), dtype=np.uint8)
+    rows, distances = topk_search(queries, codes, 10, code_bits, threads=3)
+    expected_rows, expected_distances = reference_topk(queries, codes, 10)
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_array_equal(distances, expected_distances)
+    np.testing.assert_array_equal(topk_search(queries, codes, 10, code_bits, threads=1)[0], expected_rows)
+
+
+@pytest.mark.parametrize("num_codes", [1, 2, 3, 6, 7])
+def test_32_bit_codes_of_any_count_including_the_unpaired_last_row(num_codes):
+    """32-bit codes are searched two to a word; an odd last row is searched on its own and merged by (distance, row)."""
+    codes = np.zeros((num_codes, 4), np.uint8)  # all equal: every distance ties, rows must come in order
+    codes[-1, 0] = num_codes % 2  # the unpaired last row: distance 1 (or 0 for an even count)
+    rows, distances = topk_search(np.zeros((1, 4), np.uint8), codes, num_codes, 32)
+    assert rows.tolist() == [list(range(num_codes))]
+    expected = [0] * (num_codes - 1) + [1 if num_codes % 2 else 0]
+    assert distances.tolist() == [expected]
 
 
 def test_fewer_codes_than_k_returns_all_of_them():
