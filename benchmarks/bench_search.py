@@ -88,8 +88,8 @@ def bench_exact(size, bits, batch, k, threads, repeats, faiss_repeats, numpy_que
 
     def ours():
         if batch > 1:
-            return topk_search(queries, codes, k, bits)[1]
-        return np.concatenate([topk_search(query[None], codes, k, bits)[1] for query in queries])
+            return topk_search(queries, codes, k, bits, threads)[1]
+        return np.concatenate([topk_search(query[None], codes, k, bits, threads)[1] for query in queries])
 
     def theirs():
         if batch > 1:
@@ -137,7 +137,7 @@ def bench_approximate(size, bits, k, threads, repeats, kinds, configs, rng) -> l
         else:
             codes = rng.integers(0, 256, (size, bits // 8), dtype=np.uint8)
         queries = codes[rng.choice(size, 1000, replace=False)] ^ (rng.random((1000, bits // 8)) < 0.02).astype(np.uint8)
-        exact_s, (_, exact_distances) = timed(lambda q=queries, c=codes: topk_search(q, c, k, bits), repeats)
+        exact_s, (_, exact_distances) = timed(lambda q=queries, c=codes: topk_search(q, c, k, bits, threads), repeats)
         for tables, flips in configs:
             start = time.perf_counter()
             backend = MultiIndexHashingBackend(codes, bits, num_tables=tables, num_flips=flips)

@@ -133,6 +133,7 @@ def _prepare_work_dir(work_dir: Path, fingerprint: ModelFingerprint, records, ba
     ids = "\n".join(f"{record.shape_id}\t{record.source}" for record in records)
     identity = {
         "config_hash": fingerprint.config_hash,
+        "weights_hash": fingerprint.weights_hash,
         "records_sha256": hashlib.sha256(ids.encode()).hexdigest(),
         "batch_size": batch_size,
     }

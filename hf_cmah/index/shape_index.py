@@ -284,6 +284,7 @@ class ShapeIndex:
                 "id": self.fingerprint.model_id,
                 "revision": self.fingerprint.revision,
                 "config_hash": self.fingerprint.config_hash,
+                "weights_hash": self.fingerprint.weights_hash,
             },
             "code_bits": self.code_bits,
             "embedding_dim": None if self.embeddings is None else int(self.embeddings.shape[1]),
@@ -296,7 +297,12 @@ class ShapeIndex:
         """Load and verify an index folder; with ``model``, also check it made the codes (bits, fingerprint)."""
         manifest, codes, metadata, embeddings = read_folder(Path(path))
         model_info = manifest.get("model", {})
-        fingerprint = ModelFingerprint(model_info.get("id"), model_info.get("revision"), model_info.get("config_hash"))
+        fingerprint = ModelFingerprint(
+            model_info.get("id"),
+            model_info.get("revision"),
+            model_info.get("config_hash"),
+            model_info.get("weights_hash"),
+        )
         index = cls(codes, metadata, int(manifest["code_bits"]), embeddings, fingerprint)
         if model is not None:
             index.set_model(model, processor, device=device)

@@ -156,6 +156,20 @@ def test_model_mismatch_is_refused_with_the_reason(tmp_path):
         index.search(np.zeros((1, 2), np.uint8))
 
 
+def test_another_checkpoint_of_the_same_config_is_refused(tmp_path):
+    """Same architecture, other weights (a retrained or fine-tuned model) make other codes: refused, naming weights."""
+    model = tiny_model(code_bits=32, seed=0)
+    index, _, _ = random_index(code_bits=32)
+    index.fingerprint = ModelFingerprint.of(model)
+    index.save(tmp_path / "lib")
+    assert json.loads((tmp_path / "lib" / "manifest.json").read_text())["model"]["weights_hash"].startswith("float32:")
+    ShapeIndex.load(tmp_path / "lib", model=tiny_model(code_bits=32, seed=0))  # same seed: same weights
+    with pytest.raises(IncompatibleIndexError, match=r"same config, but .* weights"):
+        ShapeIndex.load(tmp_path / "lib", model=tiny_model(code_bits=32, seed=1))
+    with pytest.warns(UserWarning, match="float32 weights, this model holds float16"):
+        ShapeIndex.load(tmp_path / "lib", model=tiny_model(code_bits=32, seed=1).half())
+
+
 def test_image_and_shape_queries_through_the_model():
     model = tiny_model(code_bits=32)
     rng = np.random.default_rng(0)
