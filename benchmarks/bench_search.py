@@ -8,6 +8,8 @@ The CPU's SIMD flags are printed beside the table: read ratios, not absolute num
     python benchmarks/bench_search.py --sizes 10000 100000 1000000 --bits 16 32 64 128
     python benchmarks/bench_search.py --sizes 10000000 --bits 64 --threads 1 2
     python benchmarks/bench_search.py --approximate 10000000 --encoding 64 --sizes
+    python benchmarks/bench_search.py --sizes --approximate 10000000 --approximate-codes trained \
+        --model runs/psb-gpu/psb-tiny-64/final --data ~/.cache/hf-cmah/datasets/psb-4v-1024p-workbench-224px
 """
 
 from __future__ import annotations
@@ -123,24 +125,112 @@ def clustered_codes(size: int, bits: int, rng, clusters: int = 100_000, flip: fl
     return packed
 
 
-def bench_approximate(size, bits, k, threads, repeats, kinds, configs, rng) -> list[dict]:
+def trained_codes(size: int, model_path: str, data_path: str, rng, resamples: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Library codes shaped by a trained model's hash head, and real image-query codes of that model.
+
+    A trained point encoder runs at ~70 shapes/s on 2 CPU cores, so 10M real shape codes
+    are out of reach here; what is real: the model (its point encoder and hash head), the
+    pooled features of every shape in ``data_path`` (each cloud resampled ``resamples``
+    times), and the 1,000 image queries (renders through the model's image tower). Each
+    library entry is one real shape's mean feature plus Gaussian noise with the within-shape
+    covariance measured over those resamplings (how much the model's own input noise moves
+    a feature), passed through the trained hash head: ``size`` codes around a few thousand
+    real shapes, a harder case for multi-index hashing than a diverse library.
+    """
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    import hf_cmah  # noqa: F401  (registers the Auto classes)
+    from hf_cmah.codes import pack_codes
+    from hf_cmah.data.storage import load_built_dataset
+    from hf_cmah.evaluation.retrieval import unique_shape_rows
+
+    model = AutoModel.from_pretrained(model_path).eval()
+    processor = AutoProcessor.from_pretrained(model_path)
+    splits = load_built_dataset(data_path)
+    head = model.point_hash_head
+    pooled = []
+    hook = head.register_forward_hook(
+        lambda module, inputs, output: pooled.append(torch.cat([inputs[0][:, 0], inputs[0][:, 1:].mean(dim=1)], -1))
+    )
+    features = []
+    with torch.no_grad():
+        clouds = [
+            cloud
+            for split in splits.values()
+            for cloud in split.select(unique_shape_rows(split)).with_format("numpy", columns=["points"])["points"]
+        ]
+        for seed in range(resamples):
+            processor.seed = seed
+            pooled.clear()
+            for start in range(0, len(clouds), 128):
+                model.get_shape_logits(processor(points=clouds[start : start + 128], return_tensors="pt")["points"])
+            features.append(torch.cat(pooled))
+        hook.remove()
+        features = torch.stack(features, dim=1)  # [shapes, resamples, 2C]
+        means = features.mean(dim=1)
+        within = (features - means[:, None]).reshape(-1, features.shape[-1])
+        covariance = within.T @ within / (len(clouds) * (resamples - 1))
+        noise = torch.linalg.cholesky(covariance + 1e-6 * torch.eye(len(covariance)))
+        generator = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+        codes = np.empty((size, model.config.code_bits // 8), np.uint8)
+        for start in range(0, size, 1_000_000):
+            count = min(1_000_000, size - start)
+            picked = means[torch.randint(len(clouds), (count,), generator=generator)]
+            sampled = picked + torch.randn(count, len(covariance), generator=generator) @ noise.T
+            codes[start : start + count] = pack_codes(head.hash(head.act(head.dense(sampled))) > 0)
+        renders = splits["test"]
+        rows = rng.choice(len(renders), 1000, replace=len(renders) < 1000)
+        images = renders.select(rows.tolist())["image"]
+        query_codes = np.concatenate(
+            [
+                pack_codes(
+                    model.get_image_logits(
+                        processor(images=images[start : start + 128], return_tensors="pt")["pixel_values"]
+                    )
+                    > 0
+                )
+                for start in range(0, len(images), 128)
+            ]
+        )
+    print(
+        f"trained codes: {len(clouds)} real shapes × {resamples} resamplings → {size:,} library codes; {len(query_codes)} real image queries"
+    )
+    return codes, query_codes
+
+
+def approximate_options(config: str) -> dict:
+    """``ivfNPROBE`` (inverted file, √N cells) or ``mihTABLESxFLIPS`` (multi-index hashing) → backend options."""
+    if config.startswith("ivf"):
+        return {"method": "ivf", "nprobe": int(config[3:])}
+    tables, flips = config.removeprefix("mih").split("x")
+    return {"method": "mih", "num_tables": int(tables), "num_flips": int(flips)}
+
+
+def bench_approximate(
+    size, bits, k, threads, repeats, kinds, configs, rng, model_path=None, data_path=None
+) -> list[dict]:
     import faiss
 
-    from hf_cmah.index.approximate import MultiIndexHashingBackend
+    from hf_cmah.index.approximate import ApproximateBackend
 
     numba.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
     rows = []
     for kind in kinds:
-        if kind == "clustered":
+        if kind == "trained":
+            codes, queries = trained_codes(size, model_path, data_path, rng)
+        elif kind == "clustered":
             codes = clustered_codes(size, bits, rng)
         else:
             codes = rng.integers(0, 256, (size, bits // 8), dtype=np.uint8)
-        queries = codes[rng.choice(size, 1000, replace=False)] ^ (rng.random((1000, bits // 8)) < 0.02).astype(np.uint8)
+        if kind != "trained":
+            picked = codes[rng.choice(size, 1000, replace=False)]
+            queries = picked ^ (rng.random((1000, bits // 8)) < 0.02).astype(np.uint8)
         exact_s, (_, exact_distances) = timed(lambda q=queries, c=codes: topk_search(q, c, k, bits, threads), repeats)
-        for tables, flips in configs:
+        for config in configs:
             start = time.perf_counter()
-            backend = MultiIndexHashingBackend(codes, bits, num_tables=tables, num_flips=flips)
+            backend = ApproximateBackend(codes, bits, **approximate_options(config))
             build_s = time.perf_counter() - start
             found = backend.search(queries, k)[1]
             # recall@k by distance: ties make ids ambiguous, distances are not
@@ -149,8 +239,7 @@ def bench_approximate(size, bits, k, threads, repeats, kinds, configs, rng) -> l
             rows.append(
                 {
                     "codes": kind,
-                    "tables": tables,
-                    "flips": flips,
+                    "config": config,
                     "build_s": build_s,
                     "exact_qps": 1000 / exact_s,
                     "approx_qps": 1000 / approx_s,
@@ -203,10 +292,12 @@ def main() -> None:
         "--approximate", type=int, default=0, help="also benchmark the approximate backend at this size"
     )
     parser.add_argument(
-        "--approximate-codes", nargs="+", default=["clustered", "random"], choices=["clustered", "random"]
+        "--approximate-codes", nargs="+", default=["clustered", "random"], choices=["clustered", "random", "trained"]
     )
+    parser.add_argument("--model", help="trained CMAH checkpoint for --approximate-codes trained (64 bits)")
+    parser.add_argument("--data", help="built dataset (points + renders) for --approximate-codes trained")
     parser.add_argument(
-        "--approximate-configs", nargs="+", default=["4x1", "4x2"], help="TABLESxFLIPS of multi-index hashing"
+        "--approximate-configs", nargs="+", default=["ivf16", "mih4x0"], help="ivfNPROBE or mihTABLESxFLIPS"
     )
     parser.add_argument("--encoding", type=int, default=0, help="also time build_index on this many mesh files")
     args = parser.parse_args()
@@ -242,16 +333,16 @@ def main() -> None:
                             flush=True,
                         )
     if args.approximate:
-        print(f"\nApproximate (multi-index hashing), {args.approximate:,} × 64 bits, k = 10, batch 1000:")
-        print("| codes | tables | flips | build s | exact q/s | approx q/s | speed-up | recall@10 |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        configs = [tuple(int(part) for part in config.split("x")) for config in args.approximate_configs]
+        print(f"\nApproximate, {args.approximate:,} × 64 bits, k = 10, batch 1000, {max(args.threads)} threads:")
+        print("| codes | method | build s | exact q/s | approx q/s | speed-up | recall@10 |")
+        print("|---|---|---:|---:|---:|---:|---:|")
         rows = bench_approximate(
-            args.approximate, 64, 10, max(args.threads), args.repeats, args.approximate_codes, configs, rng
-        )
+            args.approximate, 64, 10, max(args.threads), args.repeats, args.approximate_codes, args.approximate_configs, rng,
+            args.model, args.data,
+        )  # fmt: skip
         for row in rows:
             print(
-                f"| {row['codes']} | {row['tables']} | {row['flips']} | {row['build_s']:.1f} | {row['exact_qps']:,.0f} | "
+                f"| {row['codes']} | {row['config']} | {row['build_s']:.1f} | {row['exact_qps']:,.0f} | "
                 f"{row['approx_qps']:,.0f} | {row['approx_qps'] / row['exact_qps']:.1f} | {row['recall']:.3f} |",
                 flush=True,
             )

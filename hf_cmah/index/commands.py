@@ -41,6 +41,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("-k", type=int, default=10)
     search.add_argument("--rerank", type=int, default=0, help="re-rank this many Hamming candidates by cosine")
     search.add_argument("--backend", choices=["exact", "approximate", "milvus"], default="exact")
+    search.add_argument(
+        "--nprobe", type=int, default=16, help="with --backend approximate: inverted-file cells scanned"
+    )
     search.add_argument("--milvus-uri", help="with --backend milvus")
     search.add_argument("--collection", help="with --backend milvus")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -114,7 +117,7 @@ def run_search(args: argparse.Namespace) -> int:
     if args.backend == "milvus":
         index.use_backend("milvus", uri=args.milvus_uri, collection=args.collection)
     elif args.backend == "approximate":
-        index.use_backend("approximate")
+        index.use_backend("approximate", nprobe=args.nprobe)
     result = index.search(**_query(args, index), k=args.k, rerank=args.rerank)
     rows = [
         {"rank": rank + 1, "shape_id": shape_id, "distance": distance}

@@ -169,14 +169,15 @@ class ShapeIndex:
 
     # ------------------------------------------------------------------ backends and models
     def use_backend(self, backend: str | object = "exact", **options) -> None:
-        """Search with ``"exact"`` (default), ``"approximate"`` (multi-index hashing, ``num_tables``,
-        ``num_flips``), ``"milvus"`` (``uri``, ``collection``) or a backend object with ``search(queries, k)``."""
+        """Search with ``"exact"`` (default), ``"approximate"`` (``method="ivf"``: ``nlist``, ``nprobe``; or
+        ``method="mih"``: ``num_tables``, ``num_flips``), ``"milvus"`` (``uri``, ``collection``) or a backend
+        object with ``search(queries, k)``."""
         if backend == "exact":
             backend = ExactBackend(self.codes, self.code_bits)
         elif backend == "approximate":
-            from .approximate import MultiIndexHashingBackend
+            from .approximate import ApproximateBackend
 
-            backend = MultiIndexHashingBackend(self.codes, self.code_bits, **options)
+            backend = ApproximateBackend(self.codes, self.code_bits, **options)
         elif backend == "milvus":
             from .milvus import MilvusBackend
 

@@ -189,6 +189,28 @@ def test_image_and_shape_queries_through_the_model():
     )
 
 
+def test_inverted_file_backend_is_the_default_approximate_search():
+    """Clustered codes, queries a few bits off: the inverted file finds the exact top-10 and keeps (distance, id) order."""
+    rng = np.random.default_rng(1)
+    centres = rng.integers(0, 2, (100, 64), dtype=np.uint8)
+    members = centres[rng.integers(0, 100, 20_000)]
+    codes = np.packbits(members ^ (rng.random(members.shape) < 0.03), axis=1)
+    index = ShapeIndex.from_codes(codes, [f"{number:05d}" for number in range(len(codes))])
+    queries = np.packbits(members[:100] ^ (rng.random((100, 64)) < 0.05), axis=1)
+    exact = index.search(queries, k=10)
+    index.use_backend("approximate", nprobe=8)
+    assert index.backend.method == "ivf" and index.backend.index.nlist == 141  # √20,000 cells
+    approximate = index.search(queries, k=10)
+    found = [np.sort(a) <= e[-1] for a, e in zip(approximate.distances, exact.distances)]
+    assert np.mean(found) >= 0.95  # recall@10 by distance (ties make ids ambiguous)
+    for ids, distances in zip(approximate.ids, approximate.distances):
+        assert list(zip(distances, ids)) == sorted(zip(distances, ids))
+    index.remove(["00000"])  # the backend is rebuilt with its options
+    assert index.backend.method == "ivf" and index.backend.index.nprobe == 8
+    with pytest.raises(InvalidInputError, match="method: 'hnsw'"):
+        index.use_backend("approximate", method="hnsw")
+
+
 def test_approximate_backend_finds_near_neighbours():
     """Clustered codes (like a trained model's): multi-index hashing must find the planted neighbours."""
     rng = np.random.default_rng(0)
@@ -199,7 +221,7 @@ def test_approximate_backend_finds_near_neighbours():
     index = ShapeIndex.from_codes(codes, [f"{number:05d}" for number in range(5000)])
     queries = codes[:50]
     exact = index.search(queries, k=10)
-    index.use_backend("approximate", num_tables=4, num_flips=1)
+    index.use_backend("approximate", method="mih", num_tables=4, num_flips=1)
     approximate = index.search(queries, k=10)
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approximate.ids, exact.ids)])
     assert recall >= 0.9
