@@ -100,6 +100,9 @@ def test_cli_build_info_and_search(model, library, tmp_path, capsys):
     code = ShapeIndex.load(tmp_path / "ix").codes[2].tobytes().hex()
     assert run_cli(["search", str(tmp_path / "ix"), "--code", code, "-k", "2", "--json"]) == 0
     assert '"shape_id": "lamp/ball", "distance": 0' in capsys.readouterr().out
+    approximate = ["search", str(tmp_path / "ix"), "--code", code, "--backend", "approximate", "--nprobe", "1"]
+    assert run_cli([*approximate, "--json"]) == 0  # 5 codes: one inverted-file cell, so the search is exhaustive
+    assert '"shape_id": "lamp/ball", "distance": 0' in capsys.readouterr().out
     shape = str(library / "lamp" / "cone.obj")
     assert run_cli(["search", str(tmp_path / "ix"), "--shape", shape, "--model", str(tmp_path / "model")]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("1\tlamp/cone\t0")
