@@ -3,8 +3,6 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("milvus_lite")
-
 from hf_cmah.errors import IncompatibleIndexError
 from hf_cmah.index import ShapeIndex
 from hf_cmah.index.milvus import export_to_milvus
