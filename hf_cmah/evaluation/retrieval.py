@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
+from ..modeling.hash_codes import codes_and_embeds
 from .metrics import cosine_distances, hamming_distances, retrieval_metrics
 
 
@@ -49,12 +50,13 @@ def unique_shape_rows(dataset) -> list[int]:
 
 
 @torch.no_grad()
-def _encode(encode_codes, encode_embeds, batches, total: int, description: str, progress: bool):
+def _encode(model, modality: str, batches, total: int, description: str, progress: bool):
     codes, embeds = [], []
     with tqdm(total=total, desc=description, disable=not progress, leave=False) as bar:
         for inputs in batches:
-            codes.append(encode_codes(inputs).cpu().numpy().astype(np.int8))
-            embeds.append(encode_embeds(inputs).float().cpu().numpy())
+            batch_codes, batch_embeds = codes_and_embeds(model, modality, inputs)
+            codes.append(batch_codes.cpu().numpy().astype(np.int8))
+            embeds.append(batch_embeds.float().cpu().numpy())
             bar.update(len(inputs))
     return np.concatenate(codes), np.concatenate(embeds)
 
@@ -62,7 +64,7 @@ def _encode(encode_codes, encode_embeds, batches, total: int, description: str, 
 def encode_images(
     model, processor, dataset, batch_size: int = 64, image_column: str = "image", progress: bool = True
 ) -> EncodedSet:
-    """Every row's image through ``get_image_codes`` and ``get_image_embeds``."""
+    """Every row's image through the model's codes and embeddings (`hf_cmah.modeling.hash_codes.codes_and_embeds`)."""
     model.eval()
     device = model.device
     rows = dataset.select_columns([image_column])
@@ -72,14 +74,12 @@ def encode_images(
             images = rows[start : start + batch_size][image_column]
             yield processor(images=images, return_tensors="pt")["pixel_values"].to(device)
 
-    codes, embeds = _encode(
-        model.get_image_codes, model.get_image_embeds, batches(), len(rows), f"encode {image_column}", progress
-    )
+    codes, embeds = _encode(model, "image", batches(), len(rows), f"encode {image_column}", progress)
     return EncodedSet(codes, embeds, np.asarray(dataset["label"]), np.asarray(dataset["shape_id"]))
 
 
 def encode_shapes(model, processor, dataset, batch_size: int = 64, progress: bool = True) -> EncodedSet:
-    """One point cloud per ``shape_id`` (sorted by id) through ``get_shape_codes`` and ``get_shape_embeds``."""
+    """One point cloud per ``shape_id`` (sorted by id) through the model's codes and embeddings."""
     model.eval()
     device = model.device
     shapes = dataset.select(unique_shape_rows(dataset)).select_columns(["shape_id", "label", "points"])
@@ -90,9 +90,7 @@ def encode_shapes(model, processor, dataset, batch_size: int = 64, progress: boo
             points = list(clouds[start : start + batch_size]["points"])
             yield processor(points=points, return_tensors="pt")["points"].to(device)
 
-    codes, embeds = _encode(
-        model.get_shape_codes, model.get_shape_embeds, batches(), len(shapes), "encode shapes", progress
-    )
+    codes, embeds = _encode(model, "shape", batches(), len(shapes), "encode shapes", progress)
     return EncodedSet(codes, embeds, np.asarray(shapes["label"]), np.asarray(shapes["shape_id"]))
 
 

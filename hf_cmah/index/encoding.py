@@ -7,6 +7,7 @@ and which list of shapes it belongs to and is ignored when either changed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -74,25 +75,29 @@ class ShapeEncoder:
         self.processor = processor or CMAHProcessor.from_model_config(model.config)
         self.batch_size = batch_size
         self.code_bits = model.config.code_bits
-        self.fingerprint = ModelFingerprint.of(model)
+
+    @functools.cached_property
+    def fingerprint(self) -> ModelFingerprint:
+        """The model's fingerprint, hashed on first use (a library build), not when a model is attached."""
+        return ModelFingerprint.of(self.model)
 
     def encode_images(self, images: Sequence) -> tuple[np.ndarray, np.ndarray]:
         """Packed codes ``uint8 [B, K/8]`` and float32 embeddings of images (PIL, arrays)."""
         pixel_values = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
-        return self._run(self.model.get_image_codes, self.model.get_image_embeds, pixel_values)
+        return self._run("image", pixel_values)
 
     def encode_shapes(self, shapes: Sequence) -> tuple[np.ndarray, np.ndarray]:
         """Packed codes and float32 embeddings of point clouds ``[N, 3|6]`` or trimesh meshes."""
         points = self.processor(points=list(shapes), return_tensors="pt")["points"]
-        return self._run(self.model.get_shape_codes, self.model.get_shape_embeds, points)
+        return self._run("shape", points)
 
-    def _run(self, get_codes, get_embeds, inputs) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, modality: str, inputs) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
+        from ..modeling.hash_codes import codes_and_embeds
+
         with torch.inference_mode():
-            inputs = inputs.to(self.device)
-            codes = get_codes(inputs)
-            embeds = get_embeds(inputs)
+            codes, embeds = codes_and_embeds(self.model, modality, inputs.to(self.device))
         return pack_codes(codes), embeds.float().cpu().numpy()
 
     def encode_library(

@@ -373,6 +373,16 @@ class CMAHModel(CMAHPreTrainedModel):
         """L2-normalised relaxed codes ``tanh(logits)`` ``[B, K]`` of point clouds."""
         return F.normalize(torch.tanh(self.get_shape_logits(points)), dim=-1)
 
+    def get_image_codes_and_embeds(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``get_image_codes`` and ``get_image_embeds`` from one encoder pass (what index builds and evaluation use)."""
+        logits = self.get_image_logits(pixel_values)
+        return codes_from_logits(logits), F.normalize(torch.tanh(logits), dim=-1)
+
+    def get_shape_codes_and_embeds(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``get_shape_codes`` and ``get_shape_embeds`` from one encoder pass."""
+        logits = self.get_shape_logits(points)
+        return codes_from_logits(logits), F.normalize(torch.tanh(logits), dim=-1)
+
     # ----------------------------------------------------------------- training forward
     def _reconstruct(self, image_hidden, image_restore, point_hidden, point_restore, centres):
         """Fusion block + decoders over the masked encodings → patch pixels and group xyz for every token."""

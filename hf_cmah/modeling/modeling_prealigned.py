@@ -265,6 +265,16 @@ class PreAlignedShapeModel(PreAlignedShapePreTrainedModel):
         head = self._require_code_head()
         return codes_from_logits(head(self.get_shape_embeds(points)))
 
+    def get_image_codes_and_embeds(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``get_image_codes`` and ``get_image_embeds`` from one pass of the image tower."""
+        embeds = self.get_image_embeds(pixel_values)
+        return codes_from_logits(self._require_code_head()(embeds)), embeds
+
+    def get_shape_codes_and_embeds(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``get_shape_codes`` and ``get_shape_embeds`` from one pass of the shape tower."""
+        embeds = self.get_shape_embeds(points)
+        return codes_from_logits(self._require_code_head()(embeds)), embeds
+
     def forward(self, pixel_values: torch.Tensor, points: torch.Tensor) -> PreAlignedShapeModelOutput:
         """Embeddings of both towers and their scaled similarities (the input of ``hf_cmah.losses``)."""
         image_embeds = self.get_image_embeds(pixel_values)

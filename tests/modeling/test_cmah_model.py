@@ -8,6 +8,7 @@ import torch
 
 from hf_cmah import CMAHConfig, CMAHModel, hamming_distance, pack_codes
 from hf_cmah.modeling import CMAHInputError
+from hf_cmah.modeling.hash_codes import codes_and_embeds
 from tests.conftest import synthetic_pairs
 
 
@@ -60,6 +61,9 @@ def test_codes_are_plus_minus_one_int8_and_match_embeds(tiny_model, tiny_config)
     assert torch.equal(codes, torch.where(embeds >= 0, 1, -1).to(torch.int8))
     assert torch.allclose(embeds.norm(dim=-1), torch.ones(3))
     assert pack_codes(codes).shape == (3, tiny_config.code_bits // 8)
+    with torch.no_grad():  # the one-pass form that index builds and evaluation use gives the same tensors
+        combined_codes, combined_embeds = codes_and_embeds(tiny_model, "shape", points)
+    assert torch.equal(combined_codes, codes) and torch.equal(combined_embeds, embeds)
 
 
 def test_shape_codes_do_not_depend_on_point_order(tiny_model, tiny_config):

@@ -15,6 +15,7 @@ from hf_cmah.modeling import (
     PreAlignedShapeConfig,
     PreAlignedShapeModel,
 )
+from hf_cmah.modeling.hash_codes import codes_and_embeds
 
 MODELING = Path(__file__).resolve().parents[2] / "hf_cmah" / "modeling"
 
@@ -96,6 +97,11 @@ def test_retriever_protocol_and_round_trip(tmp_path, architecture):
     torch.testing.assert_close(output.logits_per_image, model.logit_scale.exp() * image_embeds @ shape_embeds.T)
     assert codes.dtype == torch.int8 and codes.shape == (3, 16) and set(codes.unique().tolist()) <= {-1, 1}
     torch.testing.assert_close(codes, torch.where(output.shape_code_logits >= 0, 1, -1).to(torch.int8))
+    with torch.no_grad():  # one pass of each tower gives what the two protocol calls give
+        for modality, tensor, embeds in (("image", pixels, image_embeds), ("shape", points, shape_embeds)):
+            combined_codes, combined_embeds = codes_and_embeds(model, modality, tensor)
+            torch.testing.assert_close(combined_embeds, embeds)
+            torch.testing.assert_close(combined_codes, getattr(model, f"get_{modality}_codes")(tensor))
 
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
