@@ -36,14 +36,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from hf_cmah.convert.common import CLIP_MEAN, CLIP_STD
 from hf_cmah.errors import ConfigError, HFCMAHError
 from hf_cmah.evaluation.metrics import cosine_distances, retrieval_metrics
 from hf_cmah.geometry import load_points
 from hf_cmah.losses import HardNeighbourBatchSampler, contrastive_loss
 from hf_cmah.modeling import PreAlignedShapeConfig, PreAlignedShapeModel
 
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned temperature at 1/100
 EPOCH_PREFIX = "epoch_"
 
@@ -193,7 +192,8 @@ def prepare_psb(data: DataSection, image_size: int) -> dict[str, np.ndarray]:
 def normalise_images(images: np.ndarray) -> torch.Tensor:
     """``uint8 [B, 3, H, W]`` → CLIP-normalised float pixel values."""
     pixels = images.astype(np.float32) / 255.0
-    return torch.from_numpy((pixels - CLIP_MEAN[:, None, None]) / CLIP_STD[:, None, None])
+    mean, std = (np.asarray(values, np.float32)[:, None, None] for values in (CLIP_MEAN, CLIP_STD))
+    return torch.from_numpy((pixels - mean) / std)
 
 
 class PairDataset(Dataset):

@@ -147,6 +147,23 @@ def attach_image_tower(
     return config
 
 
+def check_tensor_dict(state_dict, where: str) -> None:
+    """Refuse weights that are not a ``{name: tensor}`` dict, naming where they came from."""
+    if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+        raise CheckpointLayoutError(f"{where} is not a dict of tensors")
+
+
+def target_config(
+    config: PreAlignedShapeConfig | None, preset: str, code_bits: int | None, source: str
+) -> PreAlignedShapeConfig:
+    """The config a conversion fills: ``config`` or the ``preset``, with ``code_bits`` and the shape tower's source."""
+    config = config if config is not None else PreAlignedShapeConfig.from_preset(preset)
+    if code_bits is not None:
+        config.code_bits = code_bits
+    config.shape_tower_source = source
+    return config
+
+
 def logit_scale_tensor(value: torch.Tensor | float) -> torch.Tensor:
     tensor = torch.as_tensor(value, dtype=torch.float32).reshape(())
     if not math.isfinite(float(tensor)):

@@ -16,8 +16,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
-
 from ..modeling.configuration_prealigned import PreAlignedShapeConfig
 from .common import (
     CheckpointLayoutError,
@@ -26,11 +24,13 @@ from .common import (
     apply_rules,
     attach_image_tower,
     build_and_save,
+    check_tensor_dict,
     load_checkpoint,
     logit_scale_tensor,
     model_card,
     split_qkv,
     squeeze_conv1d,
+    target_config,
 )
 
 OPENSHAPE_VARIANTS = {
@@ -103,11 +103,8 @@ def convert_openshape(
         raise CheckpointLayoutError(
             f"unknown OpenShape variant {variant!r}; choose one of {sorted(OPENSHAPE_VARIANTS)}"
         )
-    if config is None:
-        config = PreAlignedShapeConfig.from_preset(OPENSHAPE_VARIANTS[variant])
-    if code_bits is not None:
-        config.code_bits = code_bits
-    config.shape_tower_source = f"OpenShape PPAT ({variant}) {Path(checkpoint_path).name}"
+    source = f"OpenShape PPAT ({variant}) {Path(checkpoint_path).name}"
+    config = target_config(config, OPENSHAPE_VARIANTS[variant], code_bits, source)
     report = ConversionReport(source=str(checkpoint_path))
 
     if variant == "g14":
@@ -129,8 +126,7 @@ def convert_openshape(
         state_dict = checkpoint
         rules = ppat_rules("pc_encoder.ppat.", "pc_encoder.") if variant == "l14" else ppat_rules("pc_encoder.", None)
         extra = {}
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointLayoutError(f"{checkpoint_path}: the weights are not a dict of tensors")
+    check_tensor_dict(state_dict, f"{checkpoint_path}: the weights")
     converted = apply_rules(state_dict, rules, report)
     if "logit_scale" in extra:
         converted["logit_scale"] = logit_scale_tensor(extra["logit_scale"])

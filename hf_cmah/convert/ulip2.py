@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ..modeling.configuration_prealigned import PreAlignedShapeConfig
 from .common import (
     CheckpointLayoutError,
@@ -23,10 +21,12 @@ from .common import (
     apply_rules,
     attach_image_tower,
     build_and_save,
+    check_tensor_dict,
     load_checkpoint,
     logit_scale_tensor,
     model_card,
     split_qkv,
+    target_config,
     transpose,
 )
 
@@ -83,13 +83,8 @@ def convert_ulip2(
             f"found {sorted(map(str, checkpoint))[:10]}"
         )
     state_dict = checkpoint["state_dict"]
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointLayoutError(f"{checkpoint_path}: 'state_dict' is not a dict of tensors")
-    if config is None:
-        config = PreAlignedShapeConfig.from_preset(ULIP2_PRESET)
-    if code_bits is not None:
-        config.code_bits = code_bits
-    config.shape_tower_source = f"ULIP-2 Point-BERT {Path(checkpoint_path).name}"
+    check_tensor_dict(state_dict, f"{checkpoint_path}: 'state_dict'")
+    config = target_config(config, ULIP2_PRESET, code_bits, f"ULIP-2 Point-BERT {Path(checkpoint_path).name}")
     report = ConversionReport(source=str(checkpoint_path))
     report.training_state = [str(key) for key in checkpoint if key != "state_dict"]
     converted = apply_rules(state_dict, pointbert_rules(), report)
