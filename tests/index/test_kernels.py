@@ -5,7 +5,7 @@ import pytest
 
 from hf_cmah.codes import hamming_distance
 from hf_cmah.index import kernels
-from hf_cmah.index.kernels import CODE_BLOCK, range_rows, topk_search
+from hf_cmah.index.kernels import CODE_BLOCK, PLANAR_MIN_QUERIES, range_rows, topk_search
 
 
 def reference_topk(queries, codes, k):
@@ -17,24 +17,27 @@ def reference_topk(queries, codes, k):
 
 @pytest.mark.parametrize("code_bits", [8, 16, 24, 32, 64, 128])
 @pytest.mark.parametrize("k", [1, 10, 100])
-def test_topk_equals_brute_force(code_bits, k):
-    rng = np.random.default_rng(code_bits * 1000 + k)
+@pytest.mark.parametrize("batch", [1, PLANAR_MIN_QUERIES + 1])
+def test_topk_equals_brute_force(code_bits, k, batch):
+    """One query, and a batch large enough for 128-bit blocks to be split into planes."""
+    rng = np.random.default_rng(code_bits * 1000 + k + batch)
     codes = rng.integers(0, 256, (3 * CODE_BLOCK + 17, code_bits // 8), dtype=np.uint8)
-    queries = rng.integers(0, 256, (9, code_bits // 8), dtype=np.uint8)
+    queries = rng.integers(0, 256, (batch, code_bits // 8), dtype=np.uint8)
     rows, distances = topk_search(queries, codes, k, code_bits)
     expected_rows, expected_distances = reference_topk(queries, codes, k)
     np.testing.assert_array_equal(rows, expected_rows)
     np.testing.assert_array_equal(distances, expected_distances)
 
 
+@pytest.mark.parametrize("code_bits", [16, 128])
 @pytest.mark.parametrize("batch", [1, 3, 40])
-def test_heavy_ties_are_broken_by_row(batch):
+def test_heavy_ties_are_broken_by_row(code_bits, batch):
     """Few distinct codes: thousands of equal distances, the lowest rows must win."""
     rng = np.random.default_rng(batch)
-    distinct = rng.integers(0, 256, (5, 2), dtype=np.uint8)
+    distinct = rng.integers(0, 256, (5, code_bits // 8), dtype=np.uint8)
     codes = distinct[rng.integers(0, 5, 2 * CODE_BLOCK + 3)]
     queries = distinct[rng.integers(0, 5, batch)]
-    rows, distances = topk_search(queries, codes, 50, 16)
+    rows, distances = topk_search(queries, codes, 50, code_bits)
     expected_rows, expected_distances = reference_topk(queries, codes, 50)
     np.testing.assert_array_equal(rows, expected_rows)
     np.testing.assert_array_equal(distances, expected_distances)
