@@ -99,8 +99,11 @@ def _distance(queries, query, words, row, width):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _count_below(queries, query, words, width, paired, bound):
+def _count_below(queries, query, words, firsts, seconds, width, paired, bound):
     """How many codes of ``words`` (one group) lie closer than ``bound``: the branch-free loop LLVM vectorises.
+
+    128-bit groups are read from ``firsts``/``seconds`` (the group split into planes) when
+    those are not empty.
 
     Loops start at a literal 0 over a slice (an unknown start index vectorises ~2.5× worse).
     Signed 64-bit compares on purpose: AVX2 has ``vpcmpgtq`` only for signed lanes, and the
@@ -119,7 +122,12 @@ def _count_below(queries, query, words, width, paired, bound):
         value = np.uint64(queries[query])
         for unit in range(units):
             hits += np.int64(np.int64(_popcount(value ^ np.uint64(words[unit]))) < limit)
-    elif width == 2:  # 128 bits
+    elif width == 2 and firsts.shape[0]:  # 128 bits, split into planes
+        first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
+        for unit in range(units):
+            total = _popcount(first ^ np.uint64(firsts[unit])) + _popcount(second ^ np.uint64(seconds[unit]))
+            hits += np.int64(np.int64(total) < limit)
+    elif width == 2:  # 128 bits, word pairs
         first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
         for unit in range(units):
             total = _popcount(first ^ np.uint64(words[2 * unit])) + _popcount(second ^ np.uint64(words[2 * unit + 1]))
@@ -131,8 +139,11 @@ def _count_below(queries, query, words, width, paired, bound):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _group_distances(queries, query, words, width, paired, scratch):
-    """Distances of every code of ``words`` (one group) to the query, into ``scratch``; returns the code count."""
+def _group_distances(queries, query, words, firsts, seconds, width, paired, scratch):
+    """Distances of every code of ``words`` (one group) to the query, into ``scratch``; returns the code count.
+
+    128-bit groups are read from ``firsts``/``seconds`` when those are not empty, as in `_count_below`.
+    """
     units = words.shape[0] // width
     if paired:
         value = np.uint64(queries[query]) | (np.uint64(queries[query]) << HALF_SHIFT)
@@ -145,6 +156,11 @@ def _group_distances(queries, query, words, width, paired, scratch):
         value = np.uint64(queries[query])
         for unit in range(units):
             scratch[unit] = np.int32(_popcount(value ^ np.uint64(words[unit])))
+    elif width == 2 and firsts.shape[0]:
+        first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
+        for unit in range(units):
+            total = _popcount(first ^ np.uint64(firsts[unit])) + _popcount(second ^ np.uint64(seconds[unit]))
+            scratch[unit] = np.int32(total)
     elif width == 2:
         first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
         for unit in range(units):
@@ -162,46 +178,6 @@ def _split_planes(words, planes):
     for unit in range(words.shape[0] // 2):
         planes[0, unit] = words[2 * unit]
         planes[1, unit] = words[2 * unit + 1]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _planar_count_below(queries, query, firsts, seconds, bound):
-    """`_count_below` for one group of 128-bit codes split into planes."""
-    limit = np.int64(bound)
-    first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
-    hits = np.int64(0)
-    for unit in range(firsts.shape[0]):
-        total = _popcount(first ^ np.uint64(firsts[unit])) + _popcount(second ^ np.uint64(seconds[unit]))
-        hits += np.int64(np.int64(total) < limit)
-    return hits
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _planar_distances(queries, query, firsts, seconds, scratch):
-    """`_group_distances` for one group of 128-bit codes split into planes."""
-    first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
-    for unit in range(firsts.shape[0]):
-        total = _popcount(first ^ np.uint64(firsts[unit])) + _popcount(second ^ np.uint64(seconds[unit]))
-        scratch[unit] = np.int32(total)
-    return firsts.shape[0]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _block_group_below(queries, query, words, planes, width, paired, start, stop, block_start, bound):
-    """Codes of the group at units ``start:stop`` closer than ``bound``, read from the planes when the block has them."""
-    if planes.shape[1]:
-        first, last = start - block_start, stop - block_start
-        return _planar_count_below(queries, query, planes[0, first:last], planes[1, first:last], bound)
-    return _count_below(queries, query, words[start * width : stop * width], width, paired, bound)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _block_group_distances(queries, query, words, planes, width, paired, start, stop, block_start, scratch):
-    """Distances of the group at units ``start:stop`` into ``scratch``, read from the planes when the block has them."""
-    if planes.shape[1]:
-        first, last = start - block_start, stop - block_start
-        return _planar_distances(queries, query, planes[0, first:last], planes[1, first:last], scratch)
-    return _group_distances(queries, query, words[start * width : stop * width], width, paired, scratch)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -301,22 +277,18 @@ def _scan(queries, words, width, paired, first_query, last_query, row_offset, k,
             settling = width >= 2  # wide codes: write distances at once while the bound still moves
             for group_start in range(block_start, block_stop, group_units):
                 group_stop = min(group_start + group_units, block_stop)
+                group = words[group_start * width : group_stop * width]
+                firsts = planes[0, group_start - block_start : group_stop - block_start]  # empty unless planar
+                seconds = planes[1, group_start - block_start : group_stop - block_start]
                 if settling:
-                    codes = _block_group_distances(
-                        queries, query, words, planes, width, paired, group_start, group_stop, block_start, scratch
-                    )
+                    codes = _group_distances(queries, query, group, firsts, seconds, width, paired, scratch)
                     if _count_distances_below(scratch[:codes], bound) == 0:
                         settling = False  # the bound has settled: back to the cheaper count-only pass
                         continue
                 else:
-                    hits = _block_group_below(
-                        queries, query, words, planes, width, paired, group_start, group_stop, block_start, bound
-                    )
-                    if hits == 0:
+                    if _count_below(queries, query, group, firsts, seconds, width, paired, bound) == 0:
                         continue
-                    codes = _block_group_distances(
-                        queries, query, words, planes, width, paired, group_start, group_stop, block_start, scratch
-                    )
+                    codes = _group_distances(queries, query, group, firsts, seconds, width, paired, scratch)
                     settling = width >= 2
                 bound = _accept(
                     scratch, codes, group_start * codes_per_unit, k, bound,
