@@ -114,6 +114,34 @@ def bench_exact(size, bits, batch, k, threads, repeats, faiss_repeats, numpy_que
     }
 
 
+def bench_shape_index(size, bits, k, threads, repeats, rng) -> dict:
+    """``ShapeIndex`` end to end (codes in, shape ids out) beside the bare kernel, and its save/load/add/remove times."""
+    import tempfile
+
+    from hf_cmah.index import ShapeIndex
+
+    numba.set_num_threads(threads)
+    codes = rng.integers(0, 256, (size, bits // 8), dtype=np.uint8)
+    queries = rng.integers(0, 256, (20, bits // 8), dtype=np.uint8)
+    start = time.perf_counter()
+    index = ShapeIndex.from_codes(codes, [f"shape-{row:09d}" for row in range(size)], labels=["chair"] * size)
+    row = {"from_codes_s": time.perf_counter() - start}
+
+    def per_query_ms(search) -> float:
+        return timed(lambda: [search(query[None]) for query in queries], repeats)[0] / len(queries) * 1e3
+
+    row["kernel_ms"] = per_query_ms(lambda query: topk_search(query, index.codes, k, bits, threads))
+    row["search_ms"] = per_query_ms(lambda query: index.search(query, k=k))
+    with tempfile.TemporaryDirectory() as folder:
+        row["save_s"] = timed(lambda: index.save(Path(folder, "index")), 1, warm_up=False)[0]
+        row["load_s"], loaded = timed(lambda: ShapeIndex.load(Path(folder, "index")), 1, warm_up=False)
+    row["loaded_search_ms"] = per_query_ms(lambda query: loaded.search(query, k=k))
+    new_codes = rng.integers(0, 256, (10, bits // 8), dtype=np.uint8)
+    row["add_s"] = timed(lambda: index.add(new_codes, [f"new-{row}" for row in range(10)]), 1, warm_up=False)[0]
+    row["remove_s"] = timed(lambda: index.remove([f"new-{row}" for row in range(10)]), 1, warm_up=False)[0]
+    return row
+
+
 def clustered_codes(size: int, bits: int, rng, clusters: int = 100_000, flip: float = 0.04) -> np.ndarray:
     """Codes shaped like a trained hashing model's: cluster codes with a few percent of bits flipped."""
     centres = rng.integers(0, 2, (clusters, bits), dtype=np.uint8)
@@ -249,7 +277,7 @@ def bench_approximate(
     return rows
 
 
-def bench_encoding(count: int, batch_size: int) -> dict:
+def bench_encoding(count: int, threads: int, batch_size: int) -> dict:
     import tempfile
 
     import torch
@@ -258,6 +286,8 @@ def bench_encoding(count: int, batch_size: int) -> dict:
     from hf_cmah.index import build_index
     from hf_cmah.modeling import CMAHConfig, CMAHModel
 
+    # set, not inherited: faiss.omp_set_num_threads (the exact rows) also sets the OpenMP pool torch uses
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = CMAHModel(CMAHConfig.from_preset("cmah-tiny", code_bits=64))
     with tempfile.TemporaryDirectory() as folder:
@@ -300,6 +330,9 @@ def main() -> None:
         "--approximate-configs", nargs="+", default=["ivf16", "mih4x0"], help="ivfNPROBE or mihTABLESxFLIPS"
     )
     parser.add_argument("--encoding", type=int, default=0, help="also time build_index on this many mesh files")
+    parser.add_argument(
+        "--shape-index", type=int, nargs="*", default=[], help="also time ShapeIndex end to end at these sizes"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     print(f"CPU SIMD: {simd_flags()}; numba {numba.__version__}; cores {numba.config.NUMBA_NUM_THREADS}")
@@ -346,8 +379,23 @@ def main() -> None:
                 f"{row['approx_qps']:,.0f} | {row['approx_qps'] / row['exact_qps']:.1f} | {row['recall']:.3f} |",
                 flush=True,
             )
+    if args.shape_index:
+        threads = max(args.threads)
+        print(f"\nShapeIndex end to end, 64 bits, k = 10, single queries, {threads} thread(s):")
+        print(
+            "| shapes | kernel ms | ShapeIndex.search ms | after load ms | from_codes s | save s | load s | add 10 s | remove 10 s |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for size in args.shape_index:
+            row = bench_shape_index(size, 64, 10, threads, args.repeats, rng)
+            print(
+                f"| {size:,} | {row['kernel_ms']:.3f} | {row['search_ms']:.3f} | {row['loaded_search_ms']:.3f} | "
+                f"{row['from_codes_s']:.2f} | {row['save_s']:.2f} | {row['load_s']:.2f} | {row['add_s']:.2f} | "
+                f"{row['remove_s']:.2f} |",
+                flush=True,
+            )
     if args.encoding:
-        row = bench_encoding(args.encoding, batch_size=16)
+        row = bench_encoding(args.encoding, threads=max(args.threads), batch_size=16)
         print(
             f"\nEncoding (mesh files → codes, cmah-tiny, CPU, {row['torch_threads']} torch threads): "
             f"{row['shapes_per_s']:.1f} shapes/s over {row['shapes']} .obj files, batch {row['batch_size']}"

@@ -194,7 +194,7 @@ def read_folder(path: Path) -> tuple[dict, np.ndarray, object, np.ndarray | None
     codes = np.fromfile(path / CODES_FILE, dtype=np.uint8)
     if codes.size != count * code_bytes:
         raise CorruptIndexError(f"{path / CODES_FILE}: {codes.size} bytes, the manifest says {count} × {code_bytes}")
-    metadata = pq.read_table(path / METADATA_FILE)
+    metadata = pq.read_table(path / METADATA_FILE).combine_chunks()  # one chunk: a search's id lookup is one take
     if metadata.num_rows != count:
         raise CorruptIndexError(f"{path / METADATA_FILE}: {metadata.num_rows} rows, the manifest says {count}")
     embeddings = np.load(path / EMBEDS_FILE) if (path / EMBEDS_FILE).is_file() else None
