@@ -114,13 +114,15 @@ def bench_exact(size, bits, batch, k, threads, repeats, faiss_repeats, numpy_que
     }
 
 
-def bench_shape_index(size, bits, k, threads, repeats, rng) -> dict:
-    """``ShapeIndex`` end to end (codes in, shape ids out) beside the bare kernel, and its save/load/add/remove times."""
+def bench_shape_index(size, bits, k, repeats, rng) -> dict:
+    """``ShapeIndex`` end to end (codes in, shape ids out) beside the bare kernel, and its save/load/add/remove times.
+
+    Both run on their default threads (``NUMBA_NUM_THREADS``), as a user's search does.
+    """
     import tempfile
 
     from hf_cmah.index import ShapeIndex
 
-    numba.set_num_threads(threads)
     codes = rng.integers(0, 256, (size, bits // 8), dtype=np.uint8)
     queries = rng.integers(0, 256, (20, bits // 8), dtype=np.uint8)
     start = time.perf_counter()
@@ -130,7 +132,7 @@ def bench_shape_index(size, bits, k, threads, repeats, rng) -> dict:
     def per_query_ms(search) -> float:
         return timed(lambda: [search(query[None]) for query in queries], repeats)[0] / len(queries) * 1e3
 
-    row["kernel_ms"] = per_query_ms(lambda query: topk_search(query, index.codes, k, bits, threads))
+    row["kernel_ms"] = per_query_ms(lambda query: topk_search(query, index.codes, k, bits))
     row["search_ms"] = per_query_ms(lambda query: index.search(query, k=k))
     with tempfile.TemporaryDirectory() as folder:
         row["save_s"] = timed(lambda: index.save(Path(folder, "index")), 1, warm_up=False)[0]
@@ -380,14 +382,14 @@ def main() -> None:
                 flush=True,
             )
     if args.shape_index:
-        threads = max(args.threads)
-        print(f"\nShapeIndex end to end, 64 bits, k = 10, single queries, {threads} thread(s):")
+        threads = numba.config.NUMBA_NUM_THREADS
+        print(f"\nShapeIndex end to end, 64 bits, k = 10, single queries, {threads} thread(s) (NUMBA_NUM_THREADS):")
         print(
             "| shapes | kernel ms | ShapeIndex.search ms | after load ms | from_codes s | save s | load s | add 10 s | remove 10 s |"
         )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for size in args.shape_index:
-            row = bench_shape_index(size, 64, 10, threads, args.repeats, rng)
+            row = bench_shape_index(size, 64, 10, args.repeats, rng)
             print(
                 f"| {size:,} | {row['kernel_ms']:.3f} | {row['search_ms']:.3f} | {row['loaded_search_ms']:.3f} | "
                 f"{row['from_codes_s']:.2f} | {row['save_s']:.2f} | {row['load_s']:.2f} | {row['add_s']:.2f} | "
