@@ -118,7 +118,7 @@ def run_search(args: argparse.Namespace) -> int:
         index.use_backend("milvus", uri=args.milvus_uri, collection=args.collection)
     elif args.backend == "approximate":
         index.use_backend("approximate", nprobe=args.nprobe)
-    result = index.search(**_query(args, index), k=args.k, rerank=args.rerank)
+    result = index.search(**_query(args, index), k=args.k, rerank=args.rerank, with_metadata=True)
     rows = [
         {"rank": rank + 1, "shape_id": shape_id, "distance": distance}
         for rank, (shape_id, distance) in enumerate(zip(result.ids[0], result.distances[0]))
@@ -126,11 +126,13 @@ def run_search(args: argparse.Namespace) -> int:
     if result.scores is not None:
         for row, score in zip(rows, result.scores[0]):
             row["score"] = round(score, 6)
+    for row, metadata in zip(rows, result.metadata[0]):
+        row.update(metadata)  # label, source (the mesh file to open), thumbnail
     if args.json:
         print(json.dumps(rows))
     else:
         for row in rows:
-            print("\t".join(str(value) for value in row.values()))
+            print("\t".join("-" if value is None else str(value) for value in row.values()))
     return 0
 
 

@@ -22,11 +22,13 @@ from .storage import FORMAT_NAME, FORMAT_VERSION, METADATA_COLUMNS, ModelFingerp
 
 @dataclass
 class SearchResult:
-    """Per query: shape ids, Hamming distances and, after re-ranking, cosine scores (best first)."""
+    """Per query, best first: shape ids, Hamming distances, cosine scores after re-ranking, and with
+    ``with_metadata=True`` each shape's stored ``{"label", "source", "thumbnail"}`` (None where unknown)."""
 
     ids: list[list[str]]
     distances: list[list[int]]
     scores: list[list[float]] | None = None
+    metadata: list[list[dict]] | None = None
 
 
 class ShapeIndex:
@@ -206,29 +208,33 @@ class ShapeIndex:
         k: int = 10,
         rerank: int = 0,
         query_embeddings: np.ndarray | None = None,
+        with_metadata: bool = False,
     ) -> SearchResult:
         """The ``k`` nearest shapes of each query, by Hamming distance then shape id.
 
         Give exactly one of ``codes`` (packed or ±1), ``images`` or ``shapes`` (the last two need
         :meth:`set_model`). With ``rerank > k`` and stored embeddings, the ``rerank`` nearest by
         Hamming distance are re-ordered by float cosine similarity (ties by shape id).
+        ``with_metadata`` adds each hit's label, source path and thumbnail (what a front end shows).
         """
         queries, query_embeddings = self._queries(codes, images, shapes, query_embeddings)
         if k <= 0:
             raise InvalidInputError(f"k: must be positive, got {k}")
         if not rerank:
             rows, distances = self.backend.search(queries, k)
-            return self._result(rows, distances)
-        return self._reranked(queries, query_embeddings, k, rerank)
+            return self._result(rows, distances, with_metadata)
+        return self._reranked(queries, query_embeddings, k, rerank, with_metadata)
 
-    def range_search(self, codes=None, *, images=None, shapes=None, radius: int = 0) -> SearchResult:
+    def range_search(
+        self, codes=None, *, images=None, shapes=None, radius: int = 0, with_metadata: bool = False
+    ) -> SearchResult:
         """Every shape within ``radius`` bits of each query (exact, over the local codes)."""
         queries, _ = self._queries(codes, images, shapes, None)
         if not 0 <= radius <= self.code_bits:
             raise InvalidInputError(f"radius: must be in 0..{self.code_bits}, got {radius}")
         matches = ExactBackend(self.codes, self.code_bits).range_search(queries, radius)
-        return SearchResult(
-            self._ids_of([rows for rows, _ in matches]), [distances.tolist() for _, distances in matches]
+        return self._result_of_rows(
+            [rows for rows, _ in matches], [distances.tolist() for _, distances in matches], with_metadata
         )
 
     def _queries(self, codes, images, shapes, query_embeddings) -> tuple[np.ndarray, np.ndarray | None]:
@@ -244,7 +250,7 @@ class ShapeIndex:
         encode = self.encoder.encode_images if images is not None else self.encoder.encode_shapes
         return encode(images if images is not None else shapes)
 
-    def _reranked(self, queries, query_embeddings, k: int, rerank: int) -> SearchResult:
+    def _reranked(self, queries, query_embeddings, k: int, rerank: int, with_metadata: bool) -> SearchResult:
         if self.embeddings is None:
             raise InvalidInputError("rerank: this index has no embeddings (build it with embeddings to re-rank)")
         if query_embeddings is None:
@@ -260,26 +266,36 @@ class ShapeIndex:
         scores /= np.linalg.norm(candidates, axis=-1) * np.linalg.norm(query_embeddings, axis=-1, keepdims=True) + 1e-12
         scores = np.where(rows < 0, -np.inf, scores)
         order = np.lexsort((rows, -scores), axis=-1)[:, :k]  # rows sort like shape ids
-        result = self._result(np.take_along_axis(rows, order, -1), np.take_along_axis(distances, order, -1))
+        result = self._result(
+            np.take_along_axis(rows, order, -1), np.take_along_axis(distances, order, -1), with_metadata
+        )
         kept = np.take_along_axis(scores, order, -1)
         result.scores = [row[np.isfinite(row)].tolist() for row in kept]
         return result
 
-    def _result(self, rows: np.ndarray, distances: np.ndarray) -> SearchResult:
-        found = rows >= 0  # an approximate backend may find fewer than k
+    def _result(self, rows: np.ndarray, distances: np.ndarray, with_metadata: bool) -> SearchResult:
+        """The result of ``[Q, k]`` rows and distances; a row of -1 is a miss (an approximate backend may find < k)."""
+        found = rows >= 0
         if found.all():
-            ids, k = self._ids_at(rows.ravel()), rows.shape[1]
-            return SearchResult([ids[query * k : (query + 1) * k] for query in range(len(rows))], distances.tolist())
-        return SearchResult(
-            self._ids_of([row[mask] for row, mask in zip(rows, found)]),
+            return self._result_of_rows(list(rows), distances.tolist(), with_metadata)
+        return self._result_of_rows(
+            [row[mask] for row, mask in zip(rows, found)],
             [dist[mask].tolist() for dist, mask in zip(distances, found)],
+            with_metadata,
         )
 
-    def _ids_of(self, rows_per_query: list[np.ndarray]) -> list[list[str]]:
-        """The shape ids of each query's rows (a ragged list)."""
-        ids = self._ids_at(np.concatenate(rows_per_query) if rows_per_query else np.empty(0, np.int64))
-        bounds = np.cumsum([0] + [len(rows) for rows in rows_per_query]).tolist()
-        return [ids[start:stop] for start, stop in itertools.pairwise(bounds)]
+    def _result_of_rows(self, rows_per_query: list[np.ndarray], distances: list, with_metadata: bool) -> SearchResult:
+        """Look up the ids (and metadata) of each query's rows: for the rows found only, O(k) and not O(index)."""
+        flat = np.concatenate(rows_per_query) if rows_per_query else np.empty(0, np.int64)
+        bounds = list(itertools.accumulate((len(rows) for rows in rows_per_query), initial=0))
+
+        def per_query(values: list) -> list[list]:
+            return [values[start:stop] for start, stop in itertools.pairwise(bounds)]
+
+        metadata = None
+        if with_metadata:
+            metadata = per_query(self.metadata.select(list(METADATA_COLUMNS[1:])).take(flat).to_pylist())
+        return SearchResult(per_query(self._ids_at(flat)), distances, metadata=metadata)
 
     def _ids_at(self, rows: np.ndarray) -> list[str]:
         """The shape ids of ``rows``, looked up for those rows only: O(k) a search, not O(index).

@@ -1,6 +1,7 @@
 """Building an index from a mesh folder: labels, bad files, resume after a kill, the CLI."""
 
 import argparse
+import json
 
 import numpy as np
 import pytest
@@ -99,7 +100,9 @@ def test_cli_build_info_and_search(model, library, tmp_path, capsys):
     assert '"count": 5' in capsys.readouterr().out
     code = ShapeIndex.load(tmp_path / "ix").codes[2].tobytes().hex()
     assert run_cli(["search", str(tmp_path / "ix"), "--code", code, "-k", "2", "--json"]) == 0
-    assert '"shape_id": "lamp/ball", "distance": 0' in capsys.readouterr().out
+    found = json.loads(capsys.readouterr().out)
+    assert found[0]["shape_id"] == "lamp/ball" and found[0]["distance"] == 0
+    assert found[0]["label"] == "lamp" and found[0]["source"] == str(library / "lamp" / "ball.obj")
     approximate = ["search", str(tmp_path / "ix"), "--code", code, "--backend", "approximate", "--nprobe", "1"]
     assert run_cli([*approximate, "--json"]) == 0  # 5 codes: one inverted-file cell, so the search is exhaustive
     assert '"shape_id": "lamp/ball", "distance": 0' in capsys.readouterr().out

@@ -102,6 +102,39 @@ def test_search_looks_up_only_the_ids_it_returns(tmp_path, monkeypatch):
     assert offset.search(codes[:3], k=4).ids == [ids for ids, _ in want_offset]
 
 
+def test_results_carry_each_hits_metadata_on_request():
+    """Every search path can return what a front end shows: label, source file and thumbnail of each hit."""
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (40, 4), dtype=np.uint8)
+    ids = [f"shape-{number:02d}" for number in range(40)]
+    index = ShapeIndex.from_codes(
+        codes,
+        ids,
+        labels=[["chair", "table"][number % 2] for number in range(40)],
+        sources=[f"/library/{shape_id}.obj" for shape_id in ids],
+        thumbnails=[None if number % 3 else f"/thumbs/{number}.png" for number in range(40)],
+        embeddings=rng.normal(size=(40, 8)),
+    )
+
+    def expected(shape_id):
+        number = int(shape_id.split("-")[1])
+        thumbnail = None if number % 3 else f"/thumbs/{number}.png"
+        return {"label": ["chair", "table"][number % 2], "source": f"/library/{shape_id}.obj", "thumbnail": thumbnail}
+
+    results = [
+        index.search(codes[:3], k=5, with_metadata=True),
+        index.search(codes[:3], k=5, rerank=20, query_embeddings=index.embeddings[:3], with_metadata=True),
+        index.range_search(codes[:3], radius=12, with_metadata=True),
+    ]
+    index.use_backend("approximate", nprobe=1)
+    results.append(index.search(codes[:3], k=5, with_metadata=True))
+    for result in results:
+        assert len(result.metadata) == 3 and sum(map(len, result.ids)) > 3
+        for ids_of_query, metadata_of_query in zip(result.ids, result.metadata):
+            assert metadata_of_query == [expected(shape_id) for shape_id in ids_of_query]
+    assert index.search(codes[:3], k=5).metadata is None
+
+
 def test_range_search_and_rerank():
     index, codes, shape_ids = random_index(code_bits=16)
     result = index.range_search(codes[0], radius=3)
