@@ -10,8 +10,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser("index", help="build and export shape indexes")
     commands = index.add_subparsers(dest="index_command", required=True, metavar="INDEX_COMMAND")
 
-    build = commands.add_parser("build", help="encode a mesh folder into a ShapeIndex folder (resumable)")
-    build.add_argument("library", help="folder of mesh / point files (labels = first sub-folder names)")
+    build = commands.add_parser("build", help="encode a shape library into a ShapeIndex folder (resumable)")
+    build.add_argument(
+        "library",
+        help="folder of mesh / point files (labels = first sub-folder names), or a dataset built by `hf-cmah data build`",
+    )
+    build.add_argument(
+        "--split", action="append", help="with a built dataset: the split(s) to index (default: all of them)"
+    )
     build.add_argument("--model", required=True, help="hub id or local folder of a hashing model")
     build.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
     build.add_argument("--batch-size", type=int, default=32)
@@ -75,7 +81,7 @@ def run_build(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
     index, failures = build_index(
         model,
-        args.library,
+        _library(args.library, args.split),
         args.out,
         processor=_load_processor(args.model),
         device=args.device,
@@ -87,6 +93,26 @@ def run_build(args: argparse.Namespace) -> int:
     for shape_id, message in failures:
         print(f"skipped {shape_id}: {message}")
     return 1 if failures else 0
+
+
+def _library(path: str, splits: list[str] | None):
+    """A mesh folder as it is; a built dataset folder as one ``datasets.Dataset`` of the chosen splits."""
+    from pathlib import Path
+
+    from ..data.storage import BUILD_INFO, load_built_dataset
+    from ..errors import InvalidInputError
+
+    if not (Path(path) / BUILD_INFO).is_file():
+        if splits:
+            raise InvalidInputError(f"--split: {path} is a mesh folder, not a built dataset (no {BUILD_INFO})")
+        return path
+    import datasets
+
+    dataset = load_built_dataset(path)
+    unknown = sorted(set(splits or ()) - set(dataset))
+    if unknown:
+        raise InvalidInputError(f"--split: {path} has no split {unknown[0]!r} (it has {sorted(dataset)})")
+    return datasets.concatenate_datasets([dataset[split] for split in splits or sorted(dataset)])
 
 
 def run_export_milvus(args: argparse.Namespace) -> int:

@@ -1,8 +1,10 @@
 """Turning a shape library into codes: batched, on the GPU when there is one, resumable.
 
-A build writes each finished batch to ``.<out>.partial/batch-NNNNNN.npz`` (atomically), so a
-killed build restarts at the first missing batch. The partial folder remembers which model
-and which list of shapes it belongs to and is ignored when either changed.
+A library is a folder of mesh / point files, a list of :class:`ShapeRecord`, or a built
+``datasets.Dataset`` (its ``points`` column, one shape per ``shape_id``). A build writes each
+finished batch to ``.<out>.partial/batch-NNNNNN.npz`` (atomically), so a killed build restarts
+at the first missing batch. The partial folder remembers which model and which list of shapes
+it belongs to and is ignored when either changed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +62,41 @@ def list_mesh_folder(root: str | Path) -> list[ShapeRecord]:
     return records
 
 
+# Reads the point clouds of records[start:stop] when a library comes with its clouds (a built dataset).
+CloudReader = Callable[[int, int], list]
+
+
+def dataset_library(dataset) -> tuple[list[ShapeRecord], CloudReader]:
+    """A built dataset (a row per shape × view) as one record per shape, sorted by id, and a reader of their clouds.
+
+    Each shape's first row gives its points, its label (a ``ClassLabel`` name; -1 → None) and its
+    source (``mesh_path``, else ``source``).
+    """
+    import datasets
+
+    if isinstance(dataset, datasets.DatasetDict):
+        raise InvalidInputError(
+            f"library: a DatasetDict of splits {sorted(dataset)}; pass one split, e.g. dataset['test']"
+        )
+    missing = {"shape_id", "points"} - set(dataset.column_names)
+    if missing:
+        raise InvalidInputError(
+            f"library: the dataset has no {sorted(missing)} column (columns: {dataset.column_names})"
+        )
+    _, first_rows = np.unique(np.asarray(dataset["shape_id"], dtype=object), return_index=True)
+    shapes = dataset.select(first_rows.tolist())
+    columns = shapes.column_names
+    labels = shapes["label"] if "label" in columns else [None] * len(shapes)
+    label_feature = shapes.features.get("label")
+    if isinstance(label_feature, datasets.ClassLabel):
+        labels = [label_feature.int2str(label) if label >= 0 else None for label in labels]
+    source_column = next((name for name in ("mesh_path", "source") if name in columns), None)
+    sources = shapes[source_column] if source_column else [""] * len(shapes)
+    records = [ShapeRecord(*fields) for fields in zip(shapes["shape_id"], sources, labels)]
+    clouds = shapes.with_format("numpy", columns=["points"])
+    return records, lambda start, stop: list(clouds[start:stop]["points"])
+
+
 class ShapeEncoder:
     """A retriever plus its processor, run in batches under ``torch.inference_mode`` on ``device``."""
 
@@ -101,20 +138,33 @@ class ShapeEncoder:
         return pack_codes(codes), embeds.float().cpu().numpy()
 
     def encode_library(
-        self, records: Sequence[ShapeRecord], work_dir: Path, strict: bool = False, progress: bool = True
+        self,
+        records: Sequence[ShapeRecord],
+        work_dir: Path,
+        strict: bool = False,
+        progress: bool = True,
+        read_clouds: CloudReader | None = None,
     ) -> EncodedLibrary:
-        """Encode every record's file; finished batches in ``work_dir`` are reused, not recomputed."""
+        """Encode every record (its file, or its cloud from ``read_clouds``); finished batches in ``work_dir`` are reused."""
         from tqdm.auto import tqdm
 
-        work_dir = _prepare_work_dir(work_dir, self.fingerprint, records, self.batch_size)
+        clouds_digest = _clouds_digest(read_clouds, len(records)) if read_clouds and records else None
+        work_dir = _prepare_work_dir(work_dir, self.fingerprint, records, self.batch_size, clouds_digest)
         starts = range(0, len(records), self.batch_size)
         for number, start in enumerate(tqdm(starts, desc="encoding shapes", unit="batch", disable=not progress)):
             batch_file = work_dir / f"batch-{number:06d}.npz"
-            if not batch_file.exists():
-                self._encode_batch(records[start : start + self.batch_size], batch_file, strict)
+            if batch_file.exists():
+                continue
+            batch = records[start : start + self.batch_size]
+            if read_clouds:
+                clouds, kept, failures = read_clouds(start, start + len(batch)), [r.shape_id for r in batch], []
+            else:
+                clouds, kept, failures = self._read_files(batch, strict)
+            self._encode_batch(clouds, kept, failures, batch_file)
         return _collect_batches(records, work_dir, len(starts))
 
-    def _encode_batch(self, batch: Sequence[ShapeRecord], batch_file: Path, strict: bool) -> None:
+    def _read_files(self, batch: Sequence[ShapeRecord], strict: bool) -> tuple[list, list[str], list[list[str]]]:
+        """The clouds of the records whose file loads, their ids, and ``[shape_id, message]`` for the others."""
         clouds, kept, failures = [], [], []
         for record in batch:
             try:
@@ -124,6 +174,9 @@ class ShapeEncoder:
                 if strict:
                     raise
                 failures.append([record.shape_id, str(error)])
+        return clouds, kept, failures
+
+    def _encode_batch(self, clouds: list, kept: list[str], failures: list[list[str]], batch_file: Path) -> None:
         codes = np.zeros((0, self.code_bits // 8), np.uint8)
         embeds = np.zeros((0, 0), np.float32)
         if clouds:
@@ -133,13 +186,24 @@ class ShapeEncoder:
         os.replace(temp, batch_file)
 
 
-def _prepare_work_dir(work_dir: Path, fingerprint: ModelFingerprint, records, batch_size: int) -> Path:
+def _clouds_digest(read_clouds: CloudReader, count: int) -> str:
+    """sha256 of the first and last shapes' clouds: a rebuilt dataset (other sampling, other points) starts afresh."""
+    digest = hashlib.sha256()
+    for cloud in read_clouds(0, 1) + read_clouds(count - 1, count):
+        digest.update(np.ascontiguousarray(cloud, np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _prepare_work_dir(
+    work_dir: Path, fingerprint: ModelFingerprint, records, batch_size: int, clouds_digest: str | None
+) -> Path:
     """Create ``work_dir``, or empty it when it belongs to another model, library or batch size."""
     ids = "\n".join(f"{record.shape_id}\t{record.source}" for record in records)
     identity = {
         "config_hash": fingerprint.config_hash,
         "weights_hash": fingerprint.weights_hash,
         "records_sha256": hashlib.sha256(ids.encode()).hexdigest(),
+        "clouds_sha256": clouds_digest,
         "batch_size": batch_size,
     }
     stamp = work_dir / "build.json"
@@ -167,7 +231,7 @@ def _collect_batches(records: Sequence[ShapeRecord], work_dir: Path, count: int)
 
 def build_index(
     model,
-    library: str | Path | Sequence[ShapeRecord],
+    library,
     out: str | Path,
     *,
     processor=None,
@@ -177,7 +241,10 @@ def build_index(
     strict: bool = False,
     progress: bool = True,
 ):
-    """Encode a mesh folder (or a list of :class:`ShapeRecord`) and save a ShapeIndex at ``out``.
+    """Encode a library and save a ShapeIndex at ``out``.
+
+    ``library``: a folder of mesh / point files, a list of :class:`ShapeRecord`, or a built
+    ``datasets.Dataset`` (see :func:`dataset_library`).
 
     Resumable: finished batches wait in ``.<out>.partial`` beside ``out`` and are reused when the
     same build runs again; the folder is removed once the index is saved. Returns
@@ -186,10 +253,16 @@ def build_index(
     from .shape_index import ShapeIndex
 
     out = Path(out)
-    records = list_mesh_folder(library) if isinstance(library, (str, Path)) else list(library)
+    read_clouds = None
+    if isinstance(library, (str, Path)):
+        records = list_mesh_folder(library)
+    elif hasattr(library, "column_names"):  # a datasets.Dataset / DatasetDict
+        records, read_clouds = dataset_library(library)
+    else:
+        records = list(library)
     encoder = ShapeEncoder(model, processor, device=device, batch_size=batch_size)
     work_dir = out.parent / f".{out.name}.partial"
-    encoded = encoder.encode_library(records, work_dir, strict=strict, progress=progress)
+    encoded = encoder.encode_library(records, work_dir, strict=strict, progress=progress, read_clouds=read_clouds)
     index = ShapeIndex.from_codes(
         encoded.codes,
         [record.shape_id for record in encoded.records],
@@ -205,4 +278,4 @@ def build_index(
     return index, encoded.failures
 
 
-__all__ = ["EncodedLibrary", "ShapeEncoder", "ShapeRecord", "build_index", "list_mesh_folder"]
+__all__ = ["EncodedLibrary", "ShapeEncoder", "ShapeRecord", "build_index", "dataset_library", "list_mesh_folder"]

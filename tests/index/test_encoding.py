@@ -8,7 +8,7 @@ import pytest
 import torch
 import trimesh
 
-from hf_cmah.errors import MeshLoadError
+from hf_cmah.errors import InvalidInputError, MeshLoadError
 from hf_cmah.index import ShapeIndex, build_index, commands, list_mesh_folder
 from hf_cmah.index.encoding import ShapeEncoder
 from hf_cmah.modeling import CMAHConfig, CMAHModel
@@ -109,3 +109,83 @@ def test_cli_build_info_and_search(model, library, tmp_path, capsys):
     shape = str(library / "lamp" / "cone.obj")
     assert run_cli(["search", str(tmp_path / "ix"), "--shape", shape, "--model", str(tmp_path / "model")]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("1\tlamp/cone\t0")
+
+
+@pytest.fixture
+def built_dataset():
+    """A dataset shaped like `hf-cmah data build` output: two view rows per shape, a ClassLabel, an unlabelled shape."""
+    import datasets
+
+    rng = np.random.default_rng(0)
+    features = datasets.Features(
+        {
+            "shape_id": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["chair", "lamp"]),
+            "points": datasets.Array2D(shape=(256, 3), dtype="float32"),
+            "mesh_path": datasets.Value("string"),
+        }
+    )
+    shapes = [("s3", 1), ("s1", 0), ("s2", -1), ("s0", 1), ("s4", 0)]
+    clouds = {shape_id: rng.normal(size=(256, 3)).astype(np.float32) for shape_id, _ in shapes}
+    rows = [(shape_id, label) for shape_id, label in shapes for _ in range(2)]  # a row per view
+    return datasets.Dataset.from_dict(
+        {
+            "shape_id": [shape_id for shape_id, _ in rows],
+            "label": [label for _, label in rows],
+            "points": [clouds[shape_id] for shape_id, _ in rows],
+            "mesh_path": [f"meshes/{shape_id}.off" for shape_id, _ in rows],
+        },
+        features=features,
+    )
+
+
+def test_build_from_a_built_dataset_resumes_and_encodes_its_points(model, built_dataset, tmp_path, monkeypatch):
+    calls = []
+    encode_shapes = ShapeEncoder.encode_shapes
+
+    def dies_on_second_batch(self, shapes):
+        calls.append(len(shapes))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return encode_shapes(self, shapes)
+
+    monkeypatch.setattr(ShapeEncoder, "encode_shapes", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(model, built_dataset, tmp_path / "index", batch_size=2, progress=False)
+    calls.clear()
+    monkeypatch.setattr(
+        ShapeEncoder, "encode_shapes", lambda self, shapes: calls.append(1) or encode_shapes(self, shapes)
+    )
+    index, failures = build_index(model, built_dataset, tmp_path / "index", batch_size=2, progress=False)
+    assert len(calls) == 2 and not failures  # batches 2 and 3 of 3; batch 1 was kept
+    assert index.shape_ids == ["s0", "s1", "s2", "s3", "s4"]  # one entry per shape, not per view
+    assert index.metadata.column("label").to_pylist() == ["lamp", "chair", None, "lamp", "chair"]
+    assert index.metadata.column("source").to_pylist() == [f"meshes/s{number}.off" for number in range(5)]
+    first_rows = [built_dataset["shape_id"].index(shape_id) for shape_id in index.shape_ids]
+    clouds = [np.asarray(built_dataset[row]["points"], np.float32) for row in first_rows]
+    np.testing.assert_array_equal(index.codes, index.encoder.encode_shapes(clouds)[0])
+    assert index.search(shapes=clouds[3:4], k=1).ids == [["s3"]]
+
+
+def test_a_dataset_library_needs_one_split_and_a_points_column(model, built_dataset, tmp_path):
+    import datasets
+
+    with pytest.raises(InvalidInputError, match=r"DatasetDict of splits \['test'\]; pass one split"):
+        build_index(model, datasets.DatasetDict({"test": built_dataset}), tmp_path / "index", progress=False)
+    with pytest.raises(InvalidInputError, match=r"no \['points'\] column"):
+        build_index(model, built_dataset.remove_columns("points"), tmp_path / "index", progress=False)
+
+
+def test_cli_builds_an_index_from_a_built_dataset_folder(model, built_dataset, tmp_path, capsys):
+    folder = tmp_path / "built"
+    built_dataset.to_parquet(str(folder / "data" / "test-00000-of-00001.parquet"))
+    built_dataset.select(range(2)).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    (folder / "build_info.json").write_text("{}")
+    model.save_pretrained(tmp_path / "model")
+    build = ["index", "build", str(folder), "--model", str(tmp_path / "model"), "--out", str(tmp_path / "ix")]
+    assert run_cli([*build, "--split", "test"]) == 0
+    assert "indexed 5 shapes" in capsys.readouterr().out
+    with pytest.raises(InvalidInputError, match="has no split 'val'"):
+        run_cli([*build, "--split", "val"])
+    assert run_cli(build) == 0  # every split: train's shape s3 is test's s3, indexed once
+    assert ShapeIndex.load(tmp_path / "ix").shape_ids == ["s0", "s1", "s2", "s3", "s4"]
