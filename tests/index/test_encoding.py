@@ -55,28 +55,38 @@ def test_build_skips_bad_files_and_finds_each_shape(model, library, tmp_path):
         build_index(model, library, tmp_path / "strict", batch_size=2, strict=True, progress=False)
 
 
-def test_killed_build_resumes_from_finished_batches(model, library, tmp_path, monkeypatch):
+def build_killed_at_batch(monkeypatch, killed_batch: int, build) -> list:
+    """Run ``build`` with the encoder killed on batch number ``killed_batch`` (1-based), then count the batches
+    the next run encodes: returns the list that the encoder appends to from then on."""
     calls = []
     encode_shapes = ShapeEncoder.encode_shapes
 
-    def dies_on_third_batch(self, shapes):
+    def dies(self, shapes):
         calls.append(len(shapes))
-        if len(calls) == 3:
+        if len(calls) == killed_batch:
             raise KeyboardInterrupt("killed")
         return encode_shapes(self, shapes)
 
-    monkeypatch.setattr(ShapeEncoder, "encode_shapes", dies_on_third_batch)
+    monkeypatch.setattr(ShapeEncoder, "encode_shapes", dies)
     with pytest.raises(KeyboardInterrupt):
-        build_index(model, library, tmp_path / "index", batch_size=2, progress=False)
+        build()
+    counted = []
+    monkeypatch.setattr(
+        ShapeEncoder, "encode_shapes", lambda self, shapes: counted.append(1) or encode_shapes(self, shapes)
+    )
+    return counted
+
+
+def test_killed_build_resumes_from_finished_batches(model, library, tmp_path, monkeypatch):
+    def build():
+        return build_index(model, library, tmp_path / "index", batch_size=2, progress=False)
+
+    calls = build_killed_at_batch(monkeypatch, 3, build)
     assert sorted(path.name for path in (tmp_path / ".index.partial").glob("batch-*.npz")) == [
         "batch-000000.npz",
         "batch-000001.npz",
     ]
-    calls.clear()
-    monkeypatch.setattr(
-        ShapeEncoder, "encode_shapes", lambda self, shapes: calls.append(1) or encode_shapes(self, shapes)
-    )
-    resumed, _ = build_index(model, library, tmp_path / "index", batch_size=2, progress=False)
+    resumed, _ = build()
     assert len(calls) == 1  # only the unfinished last batch was encoded again
     fresh, _ = build_index(model, library, tmp_path / "fresh", batch_size=2, progress=False)
     np.testing.assert_array_equal(resumed.codes, fresh.codes)
@@ -140,23 +150,11 @@ def built_dataset():
 
 
 def test_build_from_a_built_dataset_resumes_and_encodes_its_points(model, built_dataset, tmp_path, monkeypatch):
-    calls = []
-    encode_shapes = ShapeEncoder.encode_shapes
+    def build():
+        return build_index(model, built_dataset, tmp_path / "index", batch_size=2, progress=False)
 
-    def dies_on_second_batch(self, shapes):
-        calls.append(len(shapes))
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return encode_shapes(self, shapes)
-
-    monkeypatch.setattr(ShapeEncoder, "encode_shapes", dies_on_second_batch)
-    with pytest.raises(KeyboardInterrupt):
-        build_index(model, built_dataset, tmp_path / "index", batch_size=2, progress=False)
-    calls.clear()
-    monkeypatch.setattr(
-        ShapeEncoder, "encode_shapes", lambda self, shapes: calls.append(1) or encode_shapes(self, shapes)
-    )
-    index, failures = build_index(model, built_dataset, tmp_path / "index", batch_size=2, progress=False)
+    calls = build_killed_at_batch(monkeypatch, 2, build)
+    index, failures = build()
     assert len(calls) == 2 and not failures  # batches 2 and 3 of 3; batch 1 was kept
     assert index.shape_ids == ["s0", "s1", "s2", "s3", "s4"]  # one entry per shape, not per view
     assert index.metadata.column("label").to_pylist() == ["lamp", "chair", None, "lamp", "chair"]
