@@ -25,11 +25,14 @@ def _as_numpy(codes) -> np.ndarray:
 def pack_codes(codes) -> np.ndarray:
     """Pack ±1 (or 0/1 bool) codes ``[..., K]`` into ``uint8 [..., K/8]``.
 
-    Values > 0 become bit 1; everything else bit 0. Accepts numpy arrays and torch tensors.
+    Values > 0 become bit 1; everything else bit 0; NaN has no sign and is refused. Accepts numpy
+    arrays and torch tensors.
     """
     array = _as_numpy(codes)
     if array.ndim == 0:
         raise InvalidInputError("codes: expected an array of shape [..., K], got a scalar")
+    if array.dtype.kind == "f" and np.isnan(array).any():
+        raise InvalidInputError("codes: contain NaN, which is neither +1 nor -1")
     bits = array.shape[-1]
     if bits == 0 or bits % 8:
         raise InvalidInputError(f"codes: the last dimension K={bits} must be a positive multiple of 8")

@@ -8,6 +8,7 @@ distance, then by shape id, in ascending string order.
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,9 +218,11 @@ class ShapeIndex:
         Hamming distance are re-ordered by float cosine similarity (ties by shape id).
         ``with_metadata`` adds each hit's label, source path and thumbnail (what a front end shows).
         """
+        k = _checked_int("k", k, 1)
+        rerank = _checked_int("rerank", rerank, 0)
+        if rerank and rerank < k:
+            raise InvalidInputError(f"rerank: must be at least k={k} candidates, got {rerank}")
         queries, query_embeddings = self._queries(codes, images, shapes, query_embeddings)
-        if k <= 0:
-            raise InvalidInputError(f"k: must be positive, got {k}")
         if not rerank:
             rows, distances = self.backend.search(queries, k)
             return self._result(rows, distances, with_metadata)
@@ -229,9 +232,8 @@ class ShapeIndex:
         self, codes=None, *, images=None, shapes=None, radius: int = 0, with_metadata: bool = False
     ) -> SearchResult:
         """Every shape within ``radius`` bits of each query (exact, over the local codes)."""
+        radius = _checked_int("radius", radius, 0, self.code_bits)
         queries, _ = self._queries(codes, images, shapes, None)
-        if not 0 <= radius <= self.code_bits:
-            raise InvalidInputError(f"radius: must be in 0..{self.code_bits}, got {radius}")
         matches = ExactBackend(self.codes, self.code_bits).range_search(queries, radius)
         return self._result_of_rows(
             [rows for rows, _ in matches], [distances.tolist() for _, distances in matches], with_metadata
@@ -257,10 +259,13 @@ class ShapeIndex:
             raise InvalidInputError(
                 "rerank: pass query_embeddings with code queries (image/shape queries bring their own)"
             )
-        if rerank < k:
-            raise InvalidInputError(f"rerank: must be at least k={k} candidates, got {rerank}")
-        rows, distances = self.backend.search(queries, rerank)
         query_embeddings = np.asarray(query_embeddings, dtype=np.float32)
+        if query_embeddings.shape != (len(queries), self.embeddings.shape[1]):
+            raise InvalidInputError(
+                f"query_embeddings: expected shape [{len(queries)}, {self.embeddings.shape[1]}] (one per query), "
+                f"got {list(query_embeddings.shape)}"
+            )
+        rows, distances = self.backend.search(queries, rerank)
         candidates = self.embeddings[np.maximum(rows, 0)].astype(np.float32)  # [Q, R, D]
         scores = np.einsum("qd,qrd->qr", query_embeddings, candidates)
         scores /= np.linalg.norm(candidates, axis=-1) * np.linalg.norm(query_embeddings, axis=-1, keepdims=True) + 1e-12
@@ -346,6 +351,15 @@ class ShapeIndex:
         if model is not None:
             index.set_model(model, processor, device=device)
         return index
+
+
+def _checked_int(name: str, value, low: int, high: int | None = None) -> int:
+    """``value`` as an int in ``low..high``, or an InvalidInputError naming the argument (a form may send "10")."""
+    out_of_range = isinstance(value, numbers.Integral) and (value < low or (high is not None and value > high))
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or out_of_range:
+        allowed = f"in {low}..{high}" if high is not None else f"≥ {low}"
+        raise InvalidInputError(f"{name}: must be an integer {allowed}, got {value!r}")
+    return int(value)
 
 
 def _as_packed(codes, code_bits: int | None, where: str) -> np.ndarray:

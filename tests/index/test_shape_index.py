@@ -135,6 +135,33 @@ def test_results_carry_each_hits_metadata_on_request():
     assert index.search(codes[:3], k=5).metadata is None
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"k": "5"}, "k: must be an integer ≥ 1, got '5'"),
+        ({"k": 0}, "k: must be an integer ≥ 1, got 0"),
+        ({"k": True}, "k: must be an integer"),
+        ({"k": 5, "rerank": 3}, "rerank: must be at least k=5 candidates, got 3"),
+        ({"k": 2, "rerank": 10, "query_embeddings": np.ones((1, 7))}, r"query_embeddings: expected shape \[2, 8\]"),
+        ({"radius": -1}, r"radius: must be an integer in 0\.\.32, got -1"),
+        ({"radius": 33}, r"radius: must be an integer in 0\.\.32, got 33"),
+    ],
+)
+def test_bad_search_arguments_are_refused_by_name(arguments, message):
+    index, codes, _ = random_index(count=20)
+    search = index.range_search if "radius" in arguments else index.search
+    with pytest.raises(InvalidInputError, match=message):
+        search(codes[:2], **arguments)
+
+
+def test_nan_query_codes_are_refused():
+    index, _, _ = random_index(count=20)
+    signs = np.ones((1, 32))
+    signs[0, 5] = np.nan
+    with pytest.raises(InvalidInputError, match="NaN"):
+        index.search(signs)
+
+
 def test_range_search_and_rerank():
     index, codes, shape_ids = random_index(code_bits=16)
     result = index.range_search(codes[0], radius=3)
