@@ -230,9 +230,13 @@ def trained_codes(size: int, model_path: str, data_path: str, rng, resamples: in
 
 
 def approximate_options(config: str) -> dict:
-    """``ivfNPROBE`` (inverted file, √N cells) or ``mihTABLESxFLIPS`` (multi-index hashing) → backend options."""
+    """``ivfNPROBE`` (inverted file, √N cells), ``hnswMxEF`` (graph: M links, ef_search) or ``mihTABLESxFLIPS``
+    (multi-index hashing) → backend options."""
     if config.startswith("ivf"):
         return {"method": "ivf", "nprobe": int(config[3:])}
+    if config.startswith("hnsw"):
+        links, ef_search = config.removeprefix("hnsw").split("x")
+        return {"method": "hnsw", "m": int(links), "ef_search": int(ef_search)}
     tables, flips = config.removeprefix("mih").split("x")
     return {"method": "mih", "num_tables": int(tables), "num_flips": int(flips)}
 
@@ -329,7 +333,10 @@ def main() -> None:
     parser.add_argument("--model", help="trained CMAH checkpoint for --approximate-codes trained (64 bits)")
     parser.add_argument("--data", help="built dataset (points + renders) for --approximate-codes trained")
     parser.add_argument(
-        "--approximate-configs", nargs="+", default=["ivf16", "mih4x0"], help="ivfNPROBE or mihTABLESxFLIPS"
+        "--approximate-configs",
+        nargs="+",
+        default=["ivf16", "hnsw32x64", "mih4x0"],
+        help="ivfNPROBE, hnswMxEF or mihTABLESxFLIPS",
     )
     parser.add_argument("--encoding", type=int, default=0, help="also time build_index on this many mesh files")
     parser.add_argument(

@@ -48,8 +48,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--rerank", type=int, default=0, help="re-rank this many Hamming candidates by cosine")
     search.add_argument("--backend", choices=["exact", "approximate", "milvus"], default="exact")
     search.add_argument(
-        "--nprobe", type=int, default=16, help="with --backend approximate: inverted-file cells scanned"
+        "--method", choices=["ivf", "hnsw", "mih"], default="ivf", help="with --backend approximate: the method"
     )
+    search.add_argument("--nprobe", type=int, default=16, help="with --method ivf: inverted-file cells scanned")
+    search.add_argument("--ef-search", type=int, default=64, help="with --method hnsw: candidates a query keeps")
     search.add_argument("--milvus-uri", help="with --backend milvus")
     search.add_argument("--collection", help="with --backend milvus")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -143,7 +145,8 @@ def run_search(args: argparse.Namespace) -> int:
     if args.backend == "milvus":
         index.use_backend("milvus", uri=args.milvus_uri, collection=args.collection)
     elif args.backend == "approximate":
-        index.use_backend("approximate", nprobe=args.nprobe)
+        options = {"ivf": {"nprobe": args.nprobe}, "hnsw": {"ef_search": args.ef_search}, "mih": {}}[args.method]
+        index.use_backend("approximate", method=args.method, **options)
     result = index.search(**_query(args, index), k=args.k, rerank=args.rerank, with_metadata=True)
     rows = [
         {"rank": rank + 1, "shape_id": shape_id, "distance": distance}

@@ -169,9 +169,9 @@ class ShapeIndex:
 
     # ------------------------------------------------------------------ backends and models
     def use_backend(self, backend: str | object = "exact", **options) -> None:
-        """Search with ``"exact"`` (default), ``"approximate"`` (``method="ivf"``: ``nlist``, ``nprobe``; or
-        ``method="mih"``: ``num_tables``, ``num_flips``), ``"milvus"`` (``uri``, ``collection``) or a backend
-        object with ``search(queries, k)``."""
+        """Search with ``"exact"`` (default), ``"approximate"`` (``method="ivf"``: ``nlist``, ``nprobe``;
+        ``method="hnsw"``: ``m``, ``ef_search``, ``ef_construction``; ``method="mih"``: ``num_tables``,
+        ``num_flips``), ``"milvus"`` (``uri``, ``collection``) or a backend object with ``search(queries, k)``."""
         if backend == "exact":
             backend = ExactBackend(self.codes, self.code_bits)
         elif backend == "approximate":

@@ -116,6 +116,8 @@ def test_cli_build_info_and_search(model, library, tmp_path, capsys):
     approximate = ["search", str(tmp_path / "ix"), "--code", code, "--backend", "approximate", "--nprobe", "1"]
     assert run_cli([*approximate, "--json"]) == 0  # 5 codes: one inverted-file cell, so the search is exhaustive
     assert '"shape_id": "lamp/ball", "distance": 0' in capsys.readouterr().out
+    assert run_cli([*approximate[:-2], "--method", "hnsw", "--ef-search", "8", "--json"]) == 0  # 5 nodes: all seen
+    assert '"shape_id": "lamp/ball", "distance": 0' in capsys.readouterr().out
     shape = str(library / "lamp" / "cone.obj")
     assert run_cli(["search", str(tmp_path / "ix"), "--shape", shape, "--model", str(tmp_path / "model")]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("1\tlamp/cone\t0")

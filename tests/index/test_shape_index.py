@@ -306,8 +306,31 @@ def test_inverted_file_backend_is_the_default_approximate_search():
         assert list(zip(distances, ids)) == sorted(zip(distances, ids))
     index.remove(["00000"])  # the backend is rebuilt with its options
     assert index.backend.method == "ivf" and index.backend.index.nprobe == 8
-    with pytest.raises(InvalidInputError, match="method: 'hnsw'"):
-        index.use_backend("approximate", method="hnsw")
+    with pytest.raises(InvalidInputError, match="method: 'lsh'"):
+        index.use_backend("approximate", method="lsh")
+    with pytest.raises(
+        InvalidInputError, match=r"ef_search: not an option of method 'ivf' \(its options: nlist, nprobe"
+    ):
+        index.use_backend("approximate", method="ivf", ef_search=8)
+
+
+def test_hnsw_backend_finds_the_exact_neighbours_of_clustered_codes():
+    rng = np.random.default_rng(2)
+    centres = rng.integers(0, 2, (100, 64), dtype=np.uint8)
+    members = centres[rng.integers(0, 100, 5_000)]
+    codes = np.packbits(members ^ (rng.random(members.shape) < 0.03), axis=1)
+    index = ShapeIndex.from_codes(codes, [f"{number:05d}" for number in range(len(codes))])
+    queries = np.packbits(members[:100] ^ (rng.random((100, 64)) < 0.05), axis=1)
+    exact = index.search(queries, k=10)
+    index.use_backend("approximate", method="hnsw", m=16, ef_search=64)
+    approximate = index.search(queries, k=10)
+    found = [np.sort(a) <= e[-1] for a, e in zip(approximate.distances, exact.distances)]
+    assert np.mean(found) >= 0.95  # recall@10 by distance
+    for ids, distances in zip(approximate.ids, approximate.distances):
+        assert list(zip(distances, ids)) == sorted(zip(distances, ids))
+    index.add(codes[:1] ^ 1, ["extra"])  # the graph is rebuilt with its options
+    assert index.backend.method == "hnsw" and index.backend.index.hnsw.efSearch == 64
+    assert index.search(codes[:1] ^ 1, k=1).ids == [["extra"]]
 
 
 def test_approximate_backend_finds_near_neighbours():
