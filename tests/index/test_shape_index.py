@@ -288,22 +288,30 @@ def test_image_and_shape_queries_through_the_model():
     )
 
 
-def test_inverted_file_backend_is_the_default_approximate_search():
-    """Clustered codes, queries a few bits off: the inverted file finds the exact top-10 and keeps (distance, id) order."""
-    rng = np.random.default_rng(1)
+def clustered_index(count: int, seed: int):
+    """An index of codes in 100 clusters (3% of bits flipped), 100 queries 5% off cluster members, exact top-10."""
+    rng = np.random.default_rng(seed)
     centres = rng.integers(0, 2, (100, 64), dtype=np.uint8)
-    members = centres[rng.integers(0, 100, 20_000)]
+    members = centres[rng.integers(0, 100, count)]
     codes = np.packbits(members ^ (rng.random(members.shape) < 0.03), axis=1)
     index = ShapeIndex.from_codes(codes, [f"{number:05d}" for number in range(len(codes))])
     queries = np.packbits(members[:100] ^ (rng.random((100, 64)) < 0.05), axis=1)
-    exact = index.search(queries, k=10)
-    index.use_backend("approximate", nprobe=8)
-    assert index.backend.method == "ivf" and index.backend.index.nlist == 141  # √20,000 cells
-    approximate = index.search(queries, k=10)
+    return index, codes, queries, index.search(queries, k=10)
+
+
+def assert_recall_and_order(approximate, exact):
+    """recall@10 ≥ 0.95 by distance (ties make ids ambiguous), and results sorted by (distance, id)."""
     found = [np.sort(a) <= e[-1] for a, e in zip(approximate.distances, exact.distances)]
-    assert np.mean(found) >= 0.95  # recall@10 by distance (ties make ids ambiguous)
+    assert np.mean(found) >= 0.95
     for ids, distances in zip(approximate.ids, approximate.distances):
         assert list(zip(distances, ids)) == sorted(zip(distances, ids))
+
+
+def test_inverted_file_backend_is_the_default_approximate_search():
+    index, _, queries, exact = clustered_index(20_000, seed=1)
+    index.use_backend("approximate", nprobe=8)
+    assert index.backend.method == "ivf" and index.backend.index.nlist == 141  # √20,000 cells
+    assert_recall_and_order(index.search(queries, k=10), exact)
     index.remove(["00000"])  # the backend is rebuilt with its options
     assert index.backend.method == "ivf" and index.backend.index.nprobe == 8
     with pytest.raises(InvalidInputError, match="method: 'lsh'"):
@@ -315,19 +323,9 @@ def test_inverted_file_backend_is_the_default_approximate_search():
 
 
 def test_hnsw_backend_finds_the_exact_neighbours_of_clustered_codes():
-    rng = np.random.default_rng(2)
-    centres = rng.integers(0, 2, (100, 64), dtype=np.uint8)
-    members = centres[rng.integers(0, 100, 5_000)]
-    codes = np.packbits(members ^ (rng.random(members.shape) < 0.03), axis=1)
-    index = ShapeIndex.from_codes(codes, [f"{number:05d}" for number in range(len(codes))])
-    queries = np.packbits(members[:100] ^ (rng.random((100, 64)) < 0.05), axis=1)
-    exact = index.search(queries, k=10)
+    index, codes, queries, exact = clustered_index(5_000, seed=2)
     index.use_backend("approximate", method="hnsw", m=16, ef_search=64)
-    approximate = index.search(queries, k=10)
-    found = [np.sort(a) <= e[-1] for a, e in zip(approximate.distances, exact.distances)]
-    assert np.mean(found) >= 0.95  # recall@10 by distance
-    for ids, distances in zip(approximate.ids, approximate.distances):
-        assert list(zip(distances, ids)) == sorted(zip(distances, ids))
+    assert_recall_and_order(index.search(queries, k=10), exact)
     index.add(codes[:1] ^ 1, ["extra"])  # the graph is rebuilt with its options
     assert index.backend.method == "hnsw" and index.backend.index.hnsw.efSearch == 64
     assert index.search(codes[:1] ^ 1, k=1).ids == [["extra"]]
