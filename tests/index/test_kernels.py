@@ -17,9 +17,9 @@ def reference_topk(queries, codes, k):
 
 @pytest.mark.parametrize("code_bits", [8, 16, 24, 32, 64, 128])
 @pytest.mark.parametrize("k", [1, 10, 100])
-@pytest.mark.parametrize("batch", [1, PLANAR_MIN_QUERIES + 1])
+@pytest.mark.parametrize("batch", [1, PLANAR_MIN_QUERIES, 9])
 def test_topk_equals_brute_force(code_bits, k, batch):
-    """One query, and a batch large enough for 128-bit blocks to be split into planes."""
+    """One query, and batches large enough for 128-bit blocks to be split into planes (at the threshold, above)."""
     rng = np.random.default_rng(code_bits * 1000 + k + batch)
     codes = rng.integers(0, 256, (3 * CODE_BLOCK + 17, code_bits // 8), dtype=np.uint8)
     queries = rng.integers(0, 256, (batch, code_bits // 8), dtype=np.uint8)
