@@ -23,6 +23,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--batch-size", type=int, default=32)
     build.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     build.add_argument("--no-embeddings", action="store_true", help="store codes only (no float re-ranking)")
+    build.add_argument(
+        "--assets", action="store_true", help="also store each shape's mesh (GLB) and thumbnail (PNG) in the index"
+    )
     build.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
     build.set_defaults(handler=run_build)
 
@@ -89,6 +92,7 @@ def run_build(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         with_embeddings=not args.no_embeddings,
+        with_assets=args.assets,
         strict=args.strict,
     )
     print(f"indexed {len(index)} shapes ({index.code_bits}-bit codes) into {args.out}")

@@ -35,14 +35,33 @@ class ShapeRecord:
     label: str | None = None
 
 
+# Reads what belongs to records[start:stop] when a library carries it (a built dataset): clouds, images.
+RowReader = Callable[[int, int], list]
+
+
+@dataclass
+class ShapeLibrary:
+    """What a build encodes: one record per shape and, for a built dataset, readers of its clouds and images
+    (without ``read_clouds`` each record's file is read; ``read_images`` gives the thumbnails)."""
+
+    records: list[ShapeRecord]
+    read_clouds: RowReader | None = None
+    read_images: RowReader | None = None
+
+
 @dataclass
 class EncodedLibrary:
-    """Codes and embeddings of the shapes that encoded, plus ``(shape_id, message)`` for those that failed."""
+    """Codes and embeddings of the shapes that encoded, plus ``(shape_id, message)`` for those that failed.
+
+    With assets, ``thumbnails`` / ``meshes`` name each kept shape's files in the build's ``assets/`` (or None).
+    """
 
     records: list[ShapeRecord]
     codes: np.ndarray
     embeddings: np.ndarray
     failures: list[tuple[str, str]] = field(default_factory=list)
+    thumbnails: list[str | None] | None = None
+    meshes: list[str | None] | None = None
 
 
 def list_mesh_folder(root: str | Path) -> list[ShapeRecord]:
@@ -62,15 +81,11 @@ def list_mesh_folder(root: str | Path) -> list[ShapeRecord]:
     return records
 
 
-# Reads the point clouds of records[start:stop] when a library comes with its clouds (a built dataset).
-CloudReader = Callable[[int, int], list]
+def dataset_library(dataset) -> ShapeLibrary:
+    """A built dataset (a row per shape × view) as one record per shape, sorted by id, with readers of its rows.
 
-
-def dataset_library(dataset) -> tuple[list[ShapeRecord], CloudReader]:
-    """A built dataset (a row per shape × view) as one record per shape, sorted by id, and a reader of their clouds.
-
-    Each shape's first row gives its points, its label (a ``ClassLabel`` name; -1 → None) and its
-    source (``mesh_path``, else ``source``).
+    Each shape's first row gives its points, its label (a ``ClassLabel`` name; -1 → None), its
+    source (``mesh_path``, else ``source``) and its thumbnail (``thumbnail``, else ``image``: a render).
     """
     import datasets
 
@@ -94,7 +109,12 @@ def dataset_library(dataset) -> tuple[list[ShapeRecord], CloudReader]:
     sources = shapes[source_column] if source_column else [""] * len(shapes)
     records = [ShapeRecord(*fields) for fields in zip(shapes["shape_id"], sources, labels)]
     clouds = shapes.with_format("numpy", columns=["points"])
-    return records, lambda start, stop: list(clouds[start:stop]["points"])
+    image_column = next((name for name in ("thumbnail", "image") if name in columns), None)
+    return ShapeLibrary(
+        records,
+        lambda start, stop: list(clouds[start:stop]["points"]),
+        (lambda start, stop: list(shapes[start:stop][image_column])) if image_column else None,
+    )
 
 
 class ShapeEncoder:
@@ -139,17 +159,20 @@ class ShapeEncoder:
 
     def encode_library(
         self,
-        records: Sequence[ShapeRecord],
+        library: ShapeLibrary,
         work_dir: Path,
         strict: bool = False,
         progress: bool = True,
-        read_clouds: CloudReader | None = None,
+        with_assets: bool = False,
     ) -> EncodedLibrary:
-        """Encode every record (its file, or its cloud from ``read_clouds``); finished batches in ``work_dir`` are reused."""
+        """Encode every record; finished batches in ``work_dir`` are reused. ``with_assets`` also writes each
+        shape's mesh (GLB: the mesh file, else the point cloud) and thumbnail (PNG, when the library has images)
+        into ``work_dir/assets``."""
         from tqdm.auto import tqdm
 
+        records, read_clouds = library.records, library.read_clouds
         clouds_digest = _clouds_digest(read_clouds, len(records)) if read_clouds and records else None
-        work_dir = _prepare_work_dir(work_dir, self.fingerprint, records, self.batch_size, clouds_digest)
+        work_dir = _prepare_work_dir(work_dir, self.fingerprint, records, self.batch_size, clouds_digest, with_assets)
         starts = range(0, len(records), self.batch_size)
         for number, start in enumerate(tqdm(starts, desc="encoding shapes", unit="batch", disable=not progress)):
             batch_file = work_dir / f"batch-{number:06d}.npz"
@@ -160,7 +183,8 @@ class ShapeEncoder:
                 clouds, kept, failures = read_clouds(start, start + len(batch)), [r.shape_id for r in batch], []
             else:
                 clouds, kept, failures = self._read_files(batch, strict)
-            self._encode_batch(clouds, kept, failures, batch_file)
+            assets = _store_batch_assets(library, start, batch, kept, clouds, work_dir) if with_assets else None
+            self._encode_batch(clouds, kept, failures, batch_file, assets)
         return _collect_batches(records, work_dir, len(starts))
 
     def _read_files(self, batch: Sequence[ShapeRecord], strict: bool) -> tuple[list, list[str], list[list[str]]]:
@@ -176,17 +200,37 @@ class ShapeEncoder:
                 failures.append([record.shape_id, str(error)])
         return clouds, kept, failures
 
-    def _encode_batch(self, clouds: list, kept: list[str], failures: list[list[str]], batch_file: Path) -> None:
+    def _encode_batch(self, clouds, kept, failures, batch_file: Path, assets: tuple[list, list] | None) -> None:
         codes = np.zeros((0, self.code_bits // 8), np.uint8)
         embeds = np.zeros((0, 0), np.float32)
         if clouds:
             codes, embeds = self.encode_shapes(clouds)
+        names = {}
+        if assets is not None:
+            names = {"thumbnails": np.array(assets[0], dtype=str), "meshes": np.array(assets[1], dtype=str)}
         temp = batch_file.with_suffix(".tmp.npz")
-        np.savez(temp, codes=codes, embeds=embeds, ids=np.array(kept, dtype=str), failures=json.dumps(failures))
+        ids = np.array(kept, dtype=str)
+        np.savez(temp, codes=codes, embeds=embeds, ids=ids, failures=json.dumps(failures), **names)
         os.replace(temp, batch_file)
 
 
-def _clouds_digest(read_clouds: CloudReader, count: int) -> str:
+def _store_batch_assets(library: ShapeLibrary, start: int, batch, kept: list[str], clouds: list, root: Path):
+    """Each kept shape's thumbnail and mesh stored under ``root/assets``: their names ("" where none), in order."""
+    from .assets import image_png, mesh_glb, store_asset
+
+    by_id = {record.shape_id: (offset, record) for offset, record in enumerate(batch)}
+    images = library.read_images(start, start + len(batch)) if library.read_images else [None] * len(batch)
+    thumbnails, meshes = [], []
+    for shape_id, cloud in zip(kept, clouds):
+        offset, record = by_id[shape_id]
+        mesh_file = None if library.read_clouds else record.source  # a dataset's mesh_path is only a label
+        meshes.append(store_asset(root, mesh_glb(mesh_file, cloud), ".glb"))
+        image = images[offset]
+        thumbnails.append(store_asset(root, image_png(image), ".png") if image is not None else "")
+    return thumbnails, meshes
+
+
+def _clouds_digest(read_clouds: RowReader, count: int) -> str:
     """sha256 of the first and last shapes' clouds: a rebuilt dataset (other sampling, other points) starts afresh."""
     digest = hashlib.sha256()
     for cloud in read_clouds(0, 1) + read_clouds(count - 1, count):
@@ -195,9 +239,9 @@ def _clouds_digest(read_clouds: CloudReader, count: int) -> str:
 
 
 def _prepare_work_dir(
-    work_dir: Path, fingerprint: ModelFingerprint, records, batch_size: int, clouds_digest: str | None
+    work_dir: Path, fingerprint: ModelFingerprint, records, batch_size: int, clouds_digest: str | None, assets: bool
 ) -> Path:
-    """Create ``work_dir``, or empty it when it belongs to another model, library or batch size."""
+    """Create ``work_dir``, or empty it when it belongs to another model, library, batch size or asset choice."""
     ids = "\n".join(f"{record.shape_id}\t{record.source}" for record in records)
     identity = {
         "config_hash": fingerprint.config_hash,
@@ -205,6 +249,7 @@ def _prepare_work_dir(
         "records_sha256": hashlib.sha256(ids.encode()).hexdigest(),
         "clouds_sha256": clouds_digest,
         "batch_size": batch_size,
+        "assets": assets,
     }
     stamp = work_dir / "build.json"
     if work_dir.exists() and (not stamp.is_file() or json.loads(stamp.read_text()) != identity):
@@ -216,7 +261,7 @@ def _prepare_work_dir(
 
 def _collect_batches(records: Sequence[ShapeRecord], work_dir: Path, count: int) -> EncodedLibrary:
     by_id = {record.shape_id: record for record in records}
-    kept, codes, embeds, failures = [], [], [], []
+    kept, codes, embeds, failures, thumbnails, meshes = [], [], [], [], [], []
     for number in range(count):
         with np.load(work_dir / f"batch-{number:06d}.npz") as batch:
             kept.extend(by_id[shape_id] for shape_id in batch["ids"].tolist())
@@ -224,9 +269,13 @@ def _collect_batches(records: Sequence[ShapeRecord], work_dir: Path, count: int)
                 codes.append(batch["codes"])
                 embeds.append(batch["embeds"])
             failures.extend(tuple(item) for item in json.loads(str(batch["failures"])))
+            if "meshes" in batch:
+                thumbnails.extend(name or None for name in batch["thumbnails"].tolist())
+                meshes.extend(batch["meshes"].tolist())
     if not kept:
         raise InvalidInputError(f"no shape could be encoded; first error: {failures[0][1] if failures else 'none'}")
-    return EncodedLibrary(kept, np.concatenate(codes), np.concatenate(embeds), failures)
+    assets = (thumbnails, meshes) if meshes else (None, None)
+    return EncodedLibrary(kept, np.concatenate(codes), np.concatenate(embeds), failures, *assets)
 
 
 def build_index(
@@ -238,13 +287,15 @@ def build_index(
     device: str | None = None,
     batch_size: int = 32,
     with_embeddings: bool = True,
+    with_assets: bool = False,
     strict: bool = False,
     progress: bool = True,
 ):
     """Encode a library and save a ShapeIndex at ``out``.
 
     ``library``: a folder of mesh / point files, a list of :class:`ShapeRecord`, or a built
-    ``datasets.Dataset`` (see :func:`dataset_library`).
+    ``datasets.Dataset`` (see :func:`dataset_library`). ``with_assets`` stores each shape's mesh
+    (GLB) and, from a built dataset, its thumbnail (PNG) in ``out/assets`` (see ``assets.py``).
 
     Resumable: finished batches wait in ``.<out>.partial`` beside ``out`` and are reused when the
     same build runs again; the folder is removed once the index is saved. Returns
@@ -253,29 +304,39 @@ def build_index(
     from .shape_index import ShapeIndex
 
     out = Path(out)
-    read_clouds = None
     if isinstance(library, (str, Path)):
-        records = list_mesh_folder(library)
+        library = ShapeLibrary(list_mesh_folder(library))
     elif hasattr(library, "column_names"):  # a datasets.Dataset / DatasetDict
-        records, read_clouds = dataset_library(library)
+        library = dataset_library(library)
     else:
-        records = list(library)
+        library = ShapeLibrary(list(library))
     encoder = ShapeEncoder(model, processor, device=device, batch_size=batch_size)
     work_dir = out.parent / f".{out.name}.partial"
-    encoded = encoder.encode_library(records, work_dir, strict=strict, progress=progress, read_clouds=read_clouds)
+    encoded = encoder.encode_library(library, work_dir, strict=strict, progress=progress, with_assets=with_assets)
     index = ShapeIndex.from_codes(
         encoded.codes,
         [record.shape_id for record in encoded.records],
         encoder.code_bits,
         labels=[record.label for record in encoded.records],
         sources=[record.source for record in encoded.records],
+        thumbnails=encoded.thumbnails,
+        meshes=encoded.meshes,
         embeddings=encoded.embeddings if with_embeddings else None,
         fingerprint=encoder.fingerprint,
     )
+    index.asset_root = work_dir  # the assets are linked from here into `out`
     index.save(out)
     shutil.rmtree(work_dir)
     index.encoder = encoder
     return index, encoded.failures
 
 
-__all__ = ["EncodedLibrary", "ShapeEncoder", "ShapeRecord", "build_index", "dataset_library", "list_mesh_folder"]
+__all__ = [
+    "EncodedLibrary",
+    "ShapeEncoder",
+    "ShapeLibrary",
+    "ShapeRecord",
+    "build_index",
+    "dataset_library",
+    "list_mesh_folder",
+]

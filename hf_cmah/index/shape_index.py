@@ -17,6 +17,7 @@ import numpy as np
 
 from ..codes import pack_codes
 from ..errors import IncompatibleIndexError, InvalidInputError
+from .assets import asset_file
 from .exact import ExactBackend
 from .storage import FORMAT_NAME, FORMAT_VERSION, METADATA_COLUMNS, ModelFingerprint, read_folder, write_folder
 
@@ -24,7 +25,8 @@ from .storage import FORMAT_NAME, FORMAT_VERSION, METADATA_COLUMNS, ModelFingerp
 @dataclass
 class SearchResult:
     """Per query, best first: shape ids, Hamming distances, cosine scores after re-ranking, and with
-    ``with_metadata=True`` each shape's stored ``{"label", "source", "thumbnail"}`` (None where unknown)."""
+    ``with_metadata=True`` each shape's stored ``{"label", "source", "thumbnail", "mesh"}`` (None where unknown;
+    thumbnail and mesh name assets of the index folder, see :meth:`ShapeIndex.asset_path`, or are plain paths)."""
 
     ids: list[list[str]]
     distances: list[list[int]]
@@ -55,6 +57,7 @@ class ShapeIndex:
         self.encoder = None
         self.backend = ExactBackend(codes, code_bits)
         self.backend_options: dict = {}
+        self.asset_root: Path | None = None  # the folder whose assets/ holds the thumbnails and meshes named
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -67,16 +70,23 @@ class ShapeIndex:
         labels: Sequence[str | None] | None = None,
         sources: Sequence[str | None] | None = None,
         thumbnails: Sequence[str | None] | None = None,
+        meshes: Sequence[str | None] | None = None,
         embeddings: np.ndarray | None = None,
         fingerprint: ModelFingerprint | None = None,
     ) -> ShapeIndex:
         """An index of ``codes`` (packed uint8 ``[N, K/8]`` or ±1 ``[N, K]``) named by unique ``shape_ids``."""
         packed = _as_packed(codes, code_bits, "codes")
         code_bits = packed.shape[1] * 8
-        empty = cls(
-            np.zeros((0, code_bits // 8), np.uint8), _metadata_table([], [], [], []), code_bits, None, fingerprint
+        empty = cls(np.zeros((0, code_bits // 8), np.uint8), _metadata_table([]), code_bits, None, fingerprint)
+        empty.add(
+            packed,
+            shape_ids,
+            labels=labels,
+            sources=sources,
+            thumbnails=thumbnails,
+            meshes=meshes,
+            embeddings=embeddings,
         )
-        empty.add(packed, shape_ids, labels=labels, sources=sources, thumbnails=thumbnails, embeddings=embeddings)
         return empty
 
     def __len__(self) -> int:
@@ -94,9 +104,14 @@ class ShapeIndex:
         labels: Sequence[str | None] | None = None,
         sources: Sequence[str | None] | None = None,
         thumbnails: Sequence[str | None] | None = None,
+        meshes: Sequence[str | None] | None = None,
         embeddings: np.ndarray | None = None,
     ) -> None:
-        """Add shapes; their ids must be new. Embeddings are needed when the index keeps them."""
+        """Add shapes; their ids must be new. Embeddings are needed when the index keeps them.
+
+        ``thumbnails`` / ``meshes`` are paths kept as metadata, or names of assets already in
+        ``asset_root`` (``assets/<sha256>.png|glb``, as :func:`build_index` writes them).
+        """
         import pyarrow as pa
 
         self._check_local_backend()
@@ -106,9 +121,7 @@ class ShapeIndex:
         if len(shape_ids) != count:
             raise InvalidInputError(f"shape_ids: {len(shape_ids)} ids for {count} codes")
         embeddings = self._checked_embeddings(embeddings, count)
-        table = _metadata_table(
-            shape_ids, *(column if column is not None else [None] * count for column in (labels, sources, thumbnails))
-        )
+        table = _metadata_table(shape_ids, labels, sources, thumbnails, meshes)
         metadata = pa.concat_tables([self.metadata, table]).combine_chunks()
         order = _sorted_unique_order(metadata.column("shape_id"))
         self.codes = np.concatenate([self.codes, packed])[order]
@@ -216,7 +229,7 @@ class ShapeIndex:
         Give exactly one of ``codes`` (packed or ±1), ``images`` or ``shapes`` (the last two need
         :meth:`set_model`). With ``rerank > k`` and stored embeddings, the ``rerank`` nearest by
         Hamming distance are re-ordered by float cosine similarity (ties by shape id).
-        ``with_metadata`` adds each hit's label, source path and thumbnail (what a front end shows).
+        ``with_metadata`` adds each hit's label, source path, thumbnail and mesh (what a front end shows).
         """
         k = _checked_int("k", k, 1)
         rerank = _checked_int("rerank", rerank, 0)
@@ -334,7 +347,15 @@ class ShapeIndex:
             "embedding_dim": None if self.embeddings is None else int(self.embeddings.shape[1]),
             "count": len(self),
         }
-        write_folder(Path(path), self.codes, self.metadata, self.embeddings, manifest)
+        write_folder(Path(path), self.codes, self.metadata, self.embeddings, manifest, self.asset_root)
+        self.asset_root = Path(path)
+
+    def asset_path(self, name: str) -> Path:
+        """The file behind an asset name of the metadata (``thumbnail`` / ``mesh`` of a search hit), checked
+        against its sha256; anything but ``assets/<sha256>.png|glb`` is refused, so no path leaves the folder."""
+        if self.asset_root is None:
+            raise InvalidInputError(f"asset: {name!r}: this index has no asset folder yet (save or load it)")
+        return asset_file(self.asset_root, name)
 
     @classmethod
     def load(cls, path: str | Path, model=None, processor=None, device: str | None = None) -> ShapeIndex:
@@ -348,6 +369,7 @@ class ShapeIndex:
             model_info.get("weights_hash"),
         )
         index = cls(codes, metadata, int(manifest["code_bits"]), embeddings, fingerprint)
+        index.asset_root = Path(path)
         if model is not None:
             index.set_model(model, processor, device=device)
         return index
@@ -390,11 +412,15 @@ def _sorted_unique_order(shape_ids) -> np.ndarray:
     return order.to_numpy()
 
 
-def _metadata_table(shape_ids, labels, sources, thumbnails):
+def _metadata_table(shape_ids, *columns):
+    """The metadata of ``shape_ids``: one string column per name of METADATA_COLUMNS, None where not given."""
     import pyarrow as pa
 
-    columns = (shape_ids, labels, sources, thumbnails)
-    return pa.table({name: pa.array(list(values), pa.string()) for name, values in zip(METADATA_COLUMNS, columns)})
+    columns = [list(values) if values is not None else [None] * len(shape_ids) for values in columns]
+    columns += [[None] * len(shape_ids)] * (len(METADATA_COLUMNS) - 1 - len(columns))
+    return pa.table(
+        {name: pa.array(values, pa.string()) for name, values in zip(METADATA_COLUMNS, [shape_ids, *columns])}
+    )
 
 
 __all__ = ["SearchResult", "ShapeIndex"]

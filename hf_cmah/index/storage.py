@@ -3,7 +3,8 @@
     DIR/manifest.json        format version, model fingerprint, code bits, embedding dim, count, sha256 of every file
     DIR/codes.u8             packed codes, uint8, row-major [count, code_bits / 8]
     DIR/embeds.f16.npy       optional float16 embeddings [count, dim], for re-ranking
-    DIR/metadata.parquet     shape_id (sorted, unique), label, source, thumbnail
+    DIR/metadata.parquet     shape_id (sorted, unique), label, source, thumbnail, mesh
+    DIR/assets/              optional thumbnails (PNG) and meshes (GLB), named by their sha256 (see assets.py)
 
 A folder is written complete into a hidden sibling and then renamed into place, so a
 crash while writing leaves the previous index untouched and loadable.
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptIndexError, IncompatibleIndexError
+from .assets import copy_assets, is_asset_name
 
 FORMAT_NAME = "hf-cmah-shape-index"
 FORMAT_VERSION = 1
@@ -30,7 +32,8 @@ MANIFEST = "manifest.json"
 CODES_FILE = "codes.u8"
 EMBEDS_FILE = "embeds.f16.npy"
 METADATA_FILE = "metadata.parquet"
-METADATA_COLUMNS = ("shape_id", "label", "source", "thumbnail")
+# `mesh` came after format version 1's first folders; reading one without it adds the column, empty.
+METADATA_COLUMNS = ("shape_id", "label", "source", "thumbnail", "mesh")
 VOLATILE_CONFIG_KEYS = ("architectures", "auto_map", "transformers_version", "torch_dtype", "dtype")
 
 
@@ -118,8 +121,19 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_folder(path: Path, codes: np.ndarray, metadata, embeddings: np.ndarray | None, manifest: dict) -> None:
-    """Write a complete index folder at ``path`` atomically (temp sibling, then rename)."""
+def write_folder(
+    path: Path,
+    codes: np.ndarray,
+    metadata,
+    embeddings: np.ndarray | None,
+    manifest: dict,
+    asset_root: Path | None = None,
+) -> None:
+    """Write a complete index folder at ``path`` atomically (temp sibling, then rename).
+
+    The assets the metadata names are linked in from ``asset_root`` (the folder they are in now);
+    the manifest's checksums cover the other files, an asset's name is its own checksum.
+    """
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -132,10 +146,19 @@ def write_folder(path: Path, codes: np.ndarray, metadata, embeddings: np.ndarray
         if embeddings is not None:
             np.save(temp / EMBEDS_FILE, embeddings.astype(np.float16))
         files = sorted(item.name for item in temp.iterdir())
+        columns = [column for column in ("thumbnail", "mesh") if column in metadata.column_names]
+        names = [value for column in columns for value in metadata.column(column).to_pylist()]
+        names = [name for name in names if is_asset_name(name)]
+        if names and asset_root is None:
+            raise CorruptIndexError(
+                f"{path}: the metadata names assets ({names[0]}, …) but the index has no asset folder"
+            )
+        copy_assets(names, asset_root, temp)
         manifest = {**manifest, "files": {name: sha256_file(temp / name) for name in files}}
         (temp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        for item in temp.iterdir():
-            _fsync(item)
+        for item in temp.rglob("*"):
+            if item.is_file():
+                _fsync(item)
         _swap_into_place(temp, path)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
@@ -195,6 +218,10 @@ def read_folder(path: Path) -> tuple[dict, np.ndarray, object, np.ndarray | None
     if codes.size != count * code_bytes:
         raise CorruptIndexError(f"{path / CODES_FILE}: {codes.size} bytes, the manifest says {count} × {code_bytes}")
     metadata = pq.read_table(path / METADATA_FILE).combine_chunks()  # one chunk: a search's id lookup is one take
+    if "mesh" not in metadata.column_names:
+        import pyarrow as pa
+
+        metadata = metadata.append_column("mesh", pa.nulls(metadata.num_rows, pa.string()))
     if metadata.num_rows != count:
         raise CorruptIndexError(f"{path / METADATA_FILE}: {metadata.num_rows} rows, the manifest says {count}")
     embeddings = np.load(path / EMBEDS_FILE) if (path / EMBEDS_FILE).is_file() else None

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,9 +184,49 @@ def test_cli_builds_an_index_from_a_built_dataset_folder(model, built_dataset, t
     (folder / "build_info.json").write_text("{}")
     model.save_pretrained(tmp_path / "model")
     build = ["index", "build", str(folder), "--model", str(tmp_path / "model"), "--out", str(tmp_path / "ix")]
-    assert run_cli([*build, "--split", "test"]) == 0
+    assert run_cli([*build, "--split", "test", "--assets"]) == 0
     assert "indexed 5 shapes" in capsys.readouterr().out
+    assert len(list((tmp_path / "ix" / "assets").glob("*.glb"))) == 5  # each shape's cloud (no images here)
     with pytest.raises(InvalidInputError, match="has no split 'val'"):
         run_cli([*build, "--split", "val"])
     assert run_cli(build) == 0  # every split: train's shape s3 is test's s3, indexed once
     assert ShapeIndex.load(tmp_path / "ix").shape_ids == ["s0", "s1", "s2", "s3", "s4"]
+
+
+def test_assets_hold_each_shapes_mesh_and_thumbnail_and_follow_the_index(model, library, built_dataset, tmp_path):
+    """A folder build stores each mesh as GLB; a dataset build its cloud and first image; save keeps only those named."""
+    import datasets
+    from PIL import Image
+
+    from hf_cmah.errors import CorruptIndexError
+
+    index, _ = build_index(model, library, tmp_path / "meshes", batch_size=2, with_assets=True, progress=False)
+    cone = index.metadata.column("mesh").to_pylist()[index.shape_ids.index("lamp/cone")]
+    glb = trimesh.load(ShapeIndex.load(tmp_path / "meshes").asset_path(cone), force="mesh")
+    assert len(glb.faces) == len(trimesh.load(library / "lamp" / "cone.obj").faces)
+    assert index.metadata.column("thumbnail").to_pylist() == [None] * 5  # a mesh folder has no images
+
+    images = [Image.new("RGB", (8, 8), (20 * (row // 2),) * 3) for row in range(len(built_dataset))]
+    image_column = datasets.Dataset.from_dict(
+        {"image": images}, features=datasets.Features({"image": datasets.Image()})
+    )
+    rendered = datasets.concatenate_datasets([built_dataset, image_column], axis=1)
+    index, _ = build_index(model, rendered, tmp_path / "shapes", batch_size=2, with_assets=True, progress=False)
+    result = ShapeIndex.load(tmp_path / "shapes").search(index.codes[1], k=1, with_metadata=True)
+    hit = result.metadata[0][0]  # s1: the second shape of the dataset, rows 2 and 3
+    assert result.ids == [["s1"]] and Image.open(index.asset_path(hit["thumbnail"])).getpixel((0, 0)) == (20, 20, 20)
+    (cloud,) = trimesh.load(index.asset_path(hit["mesh"])).geometry.values()
+    assert isinstance(cloud, trimesh.PointCloud) and len(cloud.vertices) == 256  # the shape's point cloud
+
+    index.remove(["s1"])
+    index.save(tmp_path / "shapes")
+    stored = {path.name for path in (tmp_path / "shapes" / "assets").iterdir()}
+    named = {Path(name).name for column in ("thumbnail", "mesh") for name in index.metadata.column(column).to_pylist()}
+    assert stored == named and Path(hit["thumbnail"]).name not in stored
+    with pytest.raises(InvalidInputError, match="not an asset name"):
+        index.asset_path("assets/../../manifest.json")
+    mesh = index.asset_path(index.metadata.column("mesh")[0].as_py())
+    mesh.chmod(0o644)
+    mesh.write_bytes(b"edited")
+    with pytest.raises(CorruptIndexError, match="do not match its name"):
+        ShapeIndex.load(tmp_path / "shapes").asset_path(index.metadata.column("mesh")[0].as_py())

@@ -119,7 +119,8 @@ def test_results_carry_each_hits_metadata_on_request():
     def expected(shape_id):
         number = int(shape_id.split("-")[1])
         thumbnail = None if number % 3 else f"/thumbs/{number}.png"
-        return {"label": ["chair", "table"][number % 2], "source": f"/library/{shape_id}.obj", "thumbnail": thumbnail}
+        label = ["chair", "table"][number % 2]
+        return {"label": label, "source": f"/library/{shape_id}.obj", "thumbnail": thumbnail, "mesh": None}
 
     results = [
         index.search(codes[:3], k=5, with_metadata=True),
@@ -195,6 +196,15 @@ def test_save_load_round_trip(tmp_path):
             "metadata.parquet",
         }
     )
+
+
+def test_a_folder_from_before_the_mesh_column_loads(tmp_path):
+    index, codes, _ = random_index(count=10)
+    manifest = {"format": storage.FORMAT_NAME, "format_version": 1, "code_bits": 32, "count": 10}
+    storage.write_folder(tmp_path / "old", index.codes, index.metadata.drop_columns(["mesh"]), None, manifest)
+    loaded = ShapeIndex.load(tmp_path / "old")
+    assert loaded.metadata.column("mesh").to_pylist() == [None] * 10
+    assert loaded.search(codes[:2], k=3, with_metadata=True).metadata[0][0]["mesh"] is None
 
 
 def test_crash_mid_save_leaves_the_old_index_loadable(tmp_path, monkeypatch):
