@@ -172,8 +172,7 @@ def trained_codes(size: int, model_path: str, data_path: str, rng, resamples: in
 
     import hf_cmah  # noqa: F401  (registers the Auto classes)
     from hf_cmah.codes import pack_codes
-    from hf_cmah.data.storage import load_built_dataset
-    from hf_cmah.evaluation.retrieval import unique_shape_rows
+    from hf_cmah.data.storage import load_built_dataset, unique_shape_rows
 
     model = AutoModel.from_pretrained(model_path).eval()
     processor = AutoProcessor.from_pretrained(model_path)

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pyarrow.parquet as pq
 
 from ..errors import InvalidInputError
@@ -92,4 +93,10 @@ def load_built_dataset(folder: str | Path) -> datasets.DatasetDict:
     return datasets.DatasetDict({split: datasets.concatenate_datasets(parts) for split, parts in by_split.items()})
 
 
-__all__ = ["BUILD_INFO", "load_built_dataset", "read_build_info", "write_dataset"]
+def unique_shape_rows(dataset) -> list[int]:
+    """Index of the first row of every distinct ``shape_id`` (a built dataset has a row per view), ordered by id."""
+    _, first_rows = np.unique(np.asarray(dataset["shape_id"], dtype=object), return_index=True)
+    return first_rows.tolist()
+
+
+__all__ = ["BUILD_INFO", "load_built_dataset", "read_build_info", "unique_shape_rows", "write_dataset"]

@@ -104,10 +104,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
     import hf_cmah  # noqa: F401  (registers the Auto classes)
 
-    from ..data.storage import load_built_dataset
+    from ..data.storage import load_built_dataset, unique_shape_rows
     from .metrics import hamming_distances, rank_database
     from .plots import plot_precision_curves, plot_query_grid, plot_tsne
-    from .retrieval import encode_images, encode_shapes, image_rows, random_codes, score_retrieval, unique_shape_rows
+    from .retrieval import encode_images, encode_shapes, image_rows, random_codes, score_retrieval
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.storage import unique_shape_rows
 from ..errors import InvalidInputError
 from ..modeling.hash_codes import codes_and_embeds
 from .metrics import cosine_distances, hamming_distances, retrieval_metrics
@@ -39,14 +40,6 @@ def image_rows(dataset, kind: str):
     if not rows:
         raise InvalidInputError(f"no image of kind {kind!r}: the rows have view.kind {sorted(set(kinds))}")
     return dataset.select(rows), "image"
-
-
-def unique_shape_rows(dataset) -> list[int]:
-    """Index of the first row of every distinct ``shape_id``, ordered by shape id."""
-    first: dict[str, int] = {}
-    for index, shape_id in enumerate(dataset["shape_id"]):
-        first.setdefault(shape_id, index)
-    return [first[shape_id] for shape_id in sorted(first)]
 
 
 @torch.no_grad()
@@ -155,5 +148,4 @@ __all__ = [
     "random_codes",
     "score_retrieval",
     "summarize",
-    "unique_shape_rows",
 ]

@@ -89,6 +89,8 @@ def dataset_library(dataset) -> ShapeLibrary:
     """
     import datasets
 
+    from ..data.storage import unique_shape_rows
+
     if isinstance(dataset, datasets.DatasetDict):
         raise InvalidInputError(
             f"library: a DatasetDict of splits {sorted(dataset)}; pass one split, e.g. dataset['test']"
@@ -98,8 +100,7 @@ def dataset_library(dataset) -> ShapeLibrary:
         raise InvalidInputError(
             f"library: the dataset has no {sorted(missing)} column (columns: {dataset.column_names})"
         )
-    _, first_rows = np.unique(np.asarray(dataset["shape_id"], dtype=object), return_index=True)
-    shapes = dataset.select(first_rows.tolist())
+    shapes = dataset.select(unique_shape_rows(dataset))
     columns = shapes.column_names
     labels = shapes["label"] if "label" in columns else [None] * len(shapes)
     label_feature = shapes.features.get("label")

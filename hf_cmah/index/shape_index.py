@@ -403,9 +403,8 @@ def _sorted_unique_order(shape_ids) -> np.ndarray:
 
     order = pc.array_sort_indices(shape_ids)  # a stable sort, by UTF-8 bytes = by code point, as Python sorts str
     in_order = shape_ids.take(order)
-    repeated = pc.equal(in_order[1:], in_order[:-1]) if len(in_order) > 1 else None
-    if repeated is not None and pc.any(repeated).as_py():
-        duplicates = in_order[1:].filter(repeated)
+    duplicates = in_order[1:].filter(pc.equal(in_order[1:], in_order[:-1]))
+    if len(duplicates):
         raise InvalidInputError(
             f"shape_ids: {len(duplicates)} already in the index or repeated, e.g. {duplicates[0].as_py()!r}"
         )
