@@ -374,6 +374,27 @@ class ShapeIndex:
             index.set_model(model, processor, device=device)
         return index
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        repo_id_or_dir: str | Path,
+        model=None,
+        processor=None,
+        device: str | None = None,
+        revision: str | None = None,
+        token: str | None = None,
+    ) -> ShapeIndex:
+        """Load an index folder, or a Hub dataset repo pushed by :meth:`push_to_hub` (downloaded into the Hub
+        cache, or read from it with ``HF_HUB_OFFLINE=1``); verified and checked against ``model`` as :meth:`load`."""
+        from .hub import index_snapshot
+
+        path = Path(repo_id_or_dir)
+        if path.is_dir():
+            if revision is not None:
+                raise InvalidInputError(f"revision: {path} is a local folder, it has no revisions")
+            return cls.load(path, model, processor, device)
+        return cls.load(index_snapshot(str(repo_id_or_dir), revision, token), model, processor, device)
+
 
 def _checked_int(name: str, value, low: int, high: int | None = None) -> int:
     """``value`` as an int in ``low..high``, or an InvalidInputError naming the argument (a form may send "10")."""
