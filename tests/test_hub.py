@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,56 +11,12 @@ import yaml
 from hf_cmah import CMAHConfig, CMAHModel, CMAHProcessor
 from hf_cmah.errors import InvalidInputError
 from hf_cmah.hub import build_model_card, push_model, write_model_card
+from tests.loopback_hub import LoopbackHub, loopback_hub
 
 RESULTS = {
     "image_to_shape": {"map@all": 0.4321, "p@10": 0.5, "acc@1": 0.125, "acc@10": 0.625},
     "shape_to_image": {"map@all": 0.3, "p@10": 0.4, "acc@1": 0.1, "acc@10": 0.5},
 }
-
-
-class LoopbackHub(BaseHTTPRequestHandler):
-    """The endpoints `create_repo` + `upload_folder` use; files arrive inline (base64 NDJSON)."""
-
-    repos: dict[str, dict[str, bytes]] = {}
-    validated: list[str] = []
-
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-    def _reply(self, payload: dict) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        parts = self.path.split("?")[0].strip("/").split("/")
-        if parts[:3] == ["api", "repos", "create"]:
-            request = json.loads(body)
-            repo_id = f"{request.get('organization') or 'user'}/{request['name']}"
-            self.repos.setdefault(repo_id, {})
-            return self._reply({"url": f"http://{self.headers['Host']}/{repo_id}", "name": repo_id})
-        if parts[:2] == ["api", "validate-yaml"]:  # the client checks a README's metadata before committing it
-            self.validated.append(json.loads(body)["content"])
-            return self._reply({})
-        repo_id = "/".join(parts[2:4])
-        if parts[4] == "preupload":
-            files = json.loads(body)["files"]
-            return self._reply(
-                {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
-            )
-        if parts[4] == "commit":
-            for line in body.decode().splitlines():
-                item = json.loads(line)
-                if item["key"] == "file":
-                    self.repos[repo_id][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-            return self._reply(
-                {"commitUrl": f"http://{self.headers['Host']}/{repo_id}/commit/{'a' * 40}", "commitOid": "a" * 40}
-            )
-        self.send_error(404)
 
 
 @pytest.fixture
@@ -107,15 +60,9 @@ def test_card_without_results_has_no_model_index(saved_model):
 def test_push_uploads_model_processor_and_card_to_a_loopback_hub(saved_model):
     from huggingface_hub import HfApi
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), LoopbackHub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        api = HfApi(endpoint=f"http://127.0.0.1:{server.server_port}", token="hf_test")
+    with loopback_hub() as endpoint:
         write_model_card(saved_model, "user/cmah-tiny-32", results=RESULTS)
-        url = push_model(saved_model, "user/cmah-tiny-32", api=api)
-    finally:
-        server.shutdown()
+        url = push_model(saved_model, "user/cmah-tiny-32", api=HfApi(endpoint=endpoint, token="hf_test"))
     assert url.endswith("/user/cmah-tiny-32/commit/" + "a" * 40)
     uploaded = LoopbackHub.repos["user/cmah-tiny-32"]
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= set(uploaded)

@@ -1,7 +1,8 @@
 """Shape library index and search: packed codes on disk, exact Hamming search, approximate and Milvus backends.
 
 The one way in is :class:`ShapeIndex` (``from_codes``, ``add``, ``remove``, ``search``,
-``range_search``, ``save``, ``load``) and :func:`build_index` (mesh folder + model → saved index).
+``range_search``, ``save``, ``load``, ``push_to_hub``, ``from_pretrained``) and :func:`build_index`
+(mesh folder or built dataset + model → saved index).
 Backends load their libraries (faiss, pymilvus) only when chosen.
 """
 

@@ -1,4 +1,4 @@
-"""`hf-cmah index build | export-milvus | info` and `hf-cmah search`."""
+"""`hf-cmah index build | export-milvus | info | push` and `hf-cmah search`."""
 
 from __future__ import annotations
 
@@ -40,8 +40,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("index_dir")
     info.set_defaults(handler=run_info)
 
+    push = commands.add_parser("push", help="upload an index folder to a Hub dataset repo, with a dataset card")
+    push.add_argument("index_dir")
+    push.add_argument("repo_id", help="dataset repo to create or update, e.g. user/cmah-64-library")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument(
+        "--license", help="licence of the shapes (meshes, thumbnails) as a Hub id, e.g. cc-by-4.0 (default: other)"
+    )
+    push.add_argument("--model-id", help="Hub id of the model that built the index (default: the manifest's)")
+    push.set_defaults(handler=run_push)
+
     search = subparsers.add_parser("search", help="search a ShapeIndex with an image, a shape or a hex code")
-    search.add_argument("index_dir")
+    search.add_argument("index_dir", help="index folder, or a Hub dataset repo pushed by `hf-cmah index push`")
     query = search.add_mutually_exclusive_group(required=True)
     query.add_argument("--image", help="image file")
     query.add_argument("--shape", help="mesh or point file")
@@ -137,13 +147,22 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_push(args: argparse.Namespace) -> int:
+    from .shape_index import ShapeIndex
+
+    index = ShapeIndex.load(args.index_dir)
+    url = index.push_to_hub(args.repo_id, private=args.private, model_id=args.model_id, license=args.license)
+    print(f"pushed {len(index)} shapes to dataset repo {args.repo_id}: {url}")
+    return 0
+
+
 def run_search(args: argparse.Namespace) -> int:
     from ..errors import InvalidInputError
     from .shape_index import ShapeIndex
 
     if (args.image or args.shape) and not args.model:
         raise InvalidInputError("--model: needed to encode an --image or --shape query")
-    index = ShapeIndex.load(args.index_dir)
+    index = ShapeIndex.from_pretrained(args.index_dir)
     if args.model:
         index.set_model(_load_model(args.model), _load_processor(args.model))
     if args.backend == "milvus":

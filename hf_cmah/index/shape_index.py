@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,7 +335,39 @@ class ShapeIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
         """Write the index folder atomically (a crash mid-save leaves a previous index at ``path`` intact)."""
-        manifest = {
+        write_folder(Path(path), self.codes, self.metadata, self.embeddings, self._manifest(), self.asset_root)
+        self.asset_root = Path(path)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool = False,
+        token: str | None = None,
+        model_id: str | None = None,
+        license: str | None = None,
+        commit_message: str = "Upload shape index (hf-cmah index push)",
+        api=None,
+    ) -> str:
+        """Upload the index as a Hub *dataset* repo with a card, in one commit; return the commit URL.
+
+        The repo then holds this index and nothing else (files an earlier push left are deleted), so
+        :meth:`from_pretrained` gets exactly what was saved. ``model_id`` (the card's; default: the
+        manifest's when it is a Hub id) and ``license`` (of the meshes and thumbnails) go into the card.
+        ``api`` defaults to ``HfApi(token=token)`` (``HF_ENDPOINT`` and the saved token decide where and as whom).
+        """
+        from .hub import index_card, push_folder
+
+        card = index_card(self, repo_id, model_id, license)
+        with tempfile.TemporaryDirectory(prefix="hf-cmah-push-") as temp:
+            folder = Path(temp) / "index"
+            write_folder(folder, self.codes, self.metadata, self.embeddings, self._manifest(), self.asset_root)
+            (folder / "README.md").write_text(card, encoding="utf-8")
+            return push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message, api=api)
+
+    def _manifest(self) -> dict:
+        """The manifest of this index, less the checksums (written with the files)."""
+        return {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "model": {
@@ -347,8 +380,6 @@ class ShapeIndex:
             "embedding_dim": None if self.embeddings is None else int(self.embeddings.shape[1]),
             "count": len(self),
         }
-        write_folder(Path(path), self.codes, self.metadata, self.embeddings, manifest, self.asset_root)
-        self.asset_root = Path(path)
 
     def asset_path(self, name: str) -> Path:
         """The file behind an asset name of the metadata (``thumbnail`` / ``mesh`` of a search hit), checked

@@ -224,7 +224,8 @@ def read_folder(path: Path) -> tuple[dict, np.ndarray, object, np.ndarray | None
         metadata = metadata.append_column("mesh", pa.nulls(metadata.num_rows, pa.string()))
     if metadata.num_rows != count:
         raise CorruptIndexError(f"{path / METADATA_FILE}: {metadata.num_rows} rows, the manifest says {count}")
-    embeddings = np.load(path / EMBEDS_FILE) if (path / EMBEDS_FILE).is_file() else None
+    # Only a listed (so verified) file counts: a stray one, e.g. left in a Hub repo by an earlier push, is not read.
+    embeddings = np.load(path / EMBEDS_FILE) if EMBEDS_FILE in manifest.get("files", {}) else None
     if embeddings is not None and embeddings.shape[0] != count:
         raise CorruptIndexError(f"{path / EMBEDS_FILE}: {embeddings.shape[0]} rows, the manifest says {count}")
     return manifest, codes.reshape(count, code_bytes), metadata, embeddings

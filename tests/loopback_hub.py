@@ -1,0 +1,79 @@
+"""A loopback stand-in for the Hub: the endpoints `create_repo`, `list_repo_files` and commits use (no network)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class LoopbackHub(BaseHTTPRequestHandler):
+    """Keeps each repo's files in memory (``repos[repo_id][path] = bytes``); files arrive inline (base64 NDJSON)."""
+
+    repos: dict[str, dict[str, bytes]] = {}
+    validated: list[str] = []
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def _reply(self, payload: dict | list) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if len(parts) >= 6 and parts[0] == "api" and parts[4] == "tree":  # /api/{type}s/{org}/{name}/tree/{revision}
+            files = self.repos.get("/".join(parts[2:4]), {})
+            return self._reply(
+                [{"type": "file", "path": path, "size": len(data), "oid": "0" * 40} for path, data in files.items()]
+            )
+        self.send_error(404)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:3] == ["api", "repos", "create"]:
+            request = json.loads(body)
+            repo_id = f"{request.get('organization') or 'user'}/{request['name']}"
+            self.repos.setdefault(repo_id, {})
+            return self._reply({"url": f"http://{self.headers['Host']}/{repo_id}", "name": repo_id})
+        if parts[:2] == ["api", "validate-yaml"]:  # the client checks a README's metadata before committing it
+            self.validated.append(json.loads(body)["content"])
+            return self._reply({})
+        repo_id = "/".join(parts[2:4])
+        if parts[4] == "preupload":
+            files = json.loads(body)["files"]
+            return self._reply(
+                {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
+        if parts[4] == "commit":
+            for line in body.decode().splitlines():
+                item = json.loads(line)
+                if item["key"] == "file":
+                    self.repos[repo_id][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                elif item["key"] == "deletedFile":
+                    del self.repos[repo_id][item["value"]["path"]]
+            return self._reply(
+                {"commitUrl": f"http://{self.headers['Host']}/{repo_id}/commit/{'a' * 40}", "commitOid": "a" * 40}
+            )
+        self.send_error(404)
+
+
+@contextlib.contextmanager
+def loopback_hub() -> Iterator[str]:
+    """Serve :class:`LoopbackHub` on a free local port while the block runs; yields its endpoint URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LoopbackHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
