@@ -18,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "hf_cmah.evaluation.commands",
     "hf_cmah.convert.commands",
     "hf_cmah.index.commands",
+    "hf_cmah.service.commands",
 ]
 
 

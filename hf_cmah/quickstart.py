@@ -3,7 +3,7 @@
 1. build the procedural shape library (10 categories; points + Blender renders → Parquet),
 2. train `cmah-tiny` on its train split (accelerate, a few minutes on a 2-core CPU),
 3. evaluate image→shape / shape→image retrieval on its test split, beside random codes,
-4. write the test meshes to a folder and index it (`hf-cmah index build`),
+4. write the test meshes to a folder and index it with their meshes and thumbnails (`hf-cmah index build --assets`),
 5. search that index with a rendered test view (`hf-cmah search --image`).
 
 Outputs go to ``runs/quickstart/`` (or ``--out``); a second run reuses finished steps' caches.
@@ -20,6 +20,12 @@ from pathlib import Path
 from .cli import main as cli_main
 
 TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny-cpu.yaml"
+DEFAULT_OUT = Path("runs/quickstart")
+
+
+def quickstart_outputs(out: Path = DEFAULT_OUT) -> dict[str, Path]:
+    """Where a quickstart run leaves what the web demo serves: the trained model, the index, the query image."""
+    return {"model": out / "train" / "final", "index": out / "index", "query": out / "query.png"}
 
 
 def _run(arguments: list[str]) -> None:
@@ -57,13 +63,13 @@ def _write_test_library(dataset_dir: Path, library_dir: Path, seed: int) -> tupl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hf_cmah.quickstart", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/quickstart"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--per-category", type=int, default=20, help="procedural shapes per category")
     parser.add_argument("--steps", type=int, default=300, help="training steps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = args.out
-    dataset_dir, train_dir, model_dir = out / "dataset", out / "train", out / "train" / "final"
+    dataset_dir, train_dir, model_dir = out / "dataset", out / "train", quickstart_outputs(out)["model"]
 
     _run(["data", "build", "procedural", "--per-category", str(args.per_category), "--views", "4",
           "--engine", "workbench", "--resolution", "128", "--seed", str(args.seed), "--out", str(dataset_dir)])  # fmt: skip
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     _run(["eval", str(model_dir), "--data", str(dataset_dir), "--split", "test", "--random-baseline",
           "--output", str(out / "eval")])  # fmt: skip
     query_path, query_label = _write_test_library(dataset_dir, out / "library", args.seed)
-    _run(["index", "build", str(out / "library"), "--model", str(model_dir), "--out", str(out / "index")])
+    _run(["index", "build", str(out / "library"), "--model", str(model_dir), "--out", str(out / "index"), "--assets"])
     print(f"\nquery: {query_path} (a render of a {query_label})")
     _run(["search", str(out / "index"), "--model", str(model_dir), "--image", str(query_path), "-k", "5"])
 

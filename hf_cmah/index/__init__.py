@@ -6,7 +6,7 @@ The one way in is :class:`ShapeIndex` (``from_codes``, ``add``, ``remove``, ``se
 Backends load their libraries (faiss, pymilvus) only when chosen.
 """
 
-from .encoding import ShapeEncoder, ShapeRecord, build_index, list_mesh_folder
+from .encoding import ShapeEncoder, ShapeRecord, build_index, list_mesh_folder, load_retriever
 from .shape_index import SearchResult, ShapeIndex
 from .storage import ModelFingerprint
 
@@ -18,4 +18,5 @@ __all__ = [
     "ShapeRecord",
     "build_index",
     "list_mesh_folder",
+    "load_retriever",
 ]

@@ -71,34 +71,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     search.set_defaults(handler=run_search)
 
 
-def _load_model(name: str):
-    from transformers import AutoModel
-
-    import hf_cmah  # noqa: F401  (registers the Auto classes)
-
-    return AutoModel.from_pretrained(name)
-
-
-def _load_processor(name: str):
-    """The processor saved beside the model; a local folder without one gets the model config's defaults."""
-    from pathlib import Path
-
-    from transformers import AutoProcessor
-
-    if Path(name).is_dir() and not (Path(name) / "preprocessor_config.json").is_file():
-        return None
-    return AutoProcessor.from_pretrained(name)
-
-
 def run_build(args: argparse.Namespace) -> int:
-    from .encoding import build_index
+    from .encoding import build_index, load_retriever
 
-    model = _load_model(args.model)
+    model, processor = load_retriever(args.model)
     index, failures = build_index(
         model,
         _library(args.library, args.split),
         args.out,
-        processor=_load_processor(args.model),
+        processor=processor,
         device=args.device,
         batch_size=args.batch_size,
         with_embeddings=not args.no_embeddings,
@@ -164,7 +145,9 @@ def run_search(args: argparse.Namespace) -> int:
         raise InvalidInputError("--model: needed to encode an --image or --shape query")
     index = ShapeIndex.from_pretrained(args.index_dir)
     if args.model:
-        index.set_model(_load_model(args.model), _load_processor(args.model))
+        from .encoding import load_retriever
+
+        index.set_model(*load_retriever(args.model))
     if args.backend == "milvus":
         index.use_backend("milvus", uri=args.milvus_uri, collection=args.collection)
     elif args.backend == "approximate":
@@ -199,14 +182,9 @@ def _query(args: argparse.Namespace, index) -> dict:
         except ValueError:
             raise InvalidInputError(f"--code: {args.code!r} is not hex") from None
     if args.image:
-        from PIL import Image
+        from ..images import load_image
 
-        try:
-            image = Image.open(args.image)
-            image.load()
-        except OSError as error:
-            raise InvalidInputError(f"--image: {args.image}: cannot read the image ({error})") from None
-        return {"images": [image]}
+        return {"images": [load_image(args.image, "--image")]}
     from ..geometry import load_points
 
     return {"shapes": [load_points(args.shape, index.encoder.processor.num_points)]}

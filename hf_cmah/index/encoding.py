@@ -332,6 +332,22 @@ def build_index(
     return index, encoded.failures
 
 
+def load_retriever(name: str):
+    """``(model, processor)`` of a saved retriever (local folder or Hub id), the model in eval mode.
+
+    The processor is the one saved beside the model; a local folder without one gets None,
+    which the encoder replaces with the model config's defaults.
+    """
+    from transformers import AutoModel, AutoProcessor
+
+    import hf_cmah  # noqa: F401  (registers the Auto classes)
+
+    model = AutoModel.from_pretrained(name).eval()
+    if Path(name).is_dir() and not (Path(name) / "preprocessor_config.json").is_file():
+        return model, None
+    return model, AutoProcessor.from_pretrained(name)
+
+
 __all__ = [
     "EncodedLibrary",
     "ShapeEncoder",
@@ -340,4 +356,5 @@ __all__ = [
     "build_index",
     "dataset_library",
     "list_mesh_folder",
+    "load_retriever",
 ]
