@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: env blender-env test quickstart lint format clean
+.PHONY: env blender-env blender-addon test quickstart lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,20 @@ $(BLENDER_STAMP):
 	touch $(BLENDER_STAMP)
 
 blender-env: $(BLENDER_STAMP)
+
+# The Blender extension: built and validated (manifest, permissions, Blender's tag list) by Blender's own
+# extension tool, which the bpy wheel ships; standard library, no Blender binary needed.
+BLENDER_SCRIPTS := .venv-blender/lib/python3.11/site-packages/bpy/5.0/scripts
+BLENDER_EXT := $(BLENDER_SCRIPTS)/addons_core/bl_pkg/cli/blender_ext.py
+BLENDER_TAGS := $(BLENDER_SCRIPTS)/modules/_bpy_internal/extensions/tags.py
+ADDON_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' blender_addon/blender_manifest.toml)
+DIST ?= dist
+ADDON_ZIP := $(DIST)/hf_cmah_shape_search-$(ADDON_VERSION).zip
+
+blender-addon: blender-env
+	mkdir -p $(DIST)
+	.venv-blender/bin/python $(BLENDER_EXT) build --source-dir blender_addon --output-filepath $(ADDON_ZIP) --valid-tags $(BLENDER_TAGS)
+	.venv-blender/bin/python $(BLENDER_EXT) validate --valid-tags $(BLENDER_TAGS) $(ADDON_ZIP)
 
 test: env blender-env
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,169 @@
+"""The installed extension inside Blender (bpy 5.0.1 wheel, headless) against the loopback stand-in service:
+install/uninstall, the panel's search → thumbnails → import path, a .blend image and a mesh as queries,
+and the failures that must leave the scene as it was."""
+
+from __future__ import annotations
+
+import io
+import socket
+import zipfile
+
+import pytest
+from PIL import Image
+
+from .conftest import BLENDER_PYTHON
+from .standin import TOKEN
+
+pytestmark = [
+    pytest.mark.blender,
+    pytest.mark.skipif(not BLENDER_PYTHON.is_file(), reason="no .venv-blender: run `make blender-env`"),
+]
+
+OPERATORS = ["add_selected", "cancel", "import_result", "refresh_models", "report", "search_image", "search_selected"]
+
+
+def test_the_zip_is_valid_and_holds_only_the_add_on(addon_zip):
+    names = sorted(zipfile.ZipFile(addon_zip).namelist())
+    assert "blender_manifest.toml" in names and "__init__.py" in names
+    assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+    manifest = zipfile.ZipFile(addon_zip).read("blender_manifest.toml").decode()
+    assert 'id = "hf_cmah_shape_search"' in manifest and 'network = "Search a shape library service"' in manifest
+
+
+def test_install_registers_everything_and_uninstall_removes_it(run_blender):
+    seen = run_blender("install")
+    assert seen["panel"] and (seen["panel_category"], seen["panel_region"]) == ("Shape Search", "UI")
+    assert [name for name in seen["operators"] if name in OPERATORS] == OPERATORS
+    assert len(seen["operator_classes"]) == len(OPERATORS)
+    assert seen["prefs_url"] == "http://127.0.0.1:7860" and seen["prefs_class"] == "SHAPESEARCH_AP_preferences"
+    assert seen["state"] and "/extensions/.user/user_default/hf_cmah_shape_search/thumbnails" in seen["thumbnails_dir"]
+    assert seen["after_disable"] == {"panel": False, "classes": [], "state": False}
+    assert seen["reenabled"] and seen["installed_after_uninstall"] is False and seen["files_after_uninstall"] is False
+
+
+def test_search_shows_thumbnails_and_import_places_the_shape(run_blender, standin, query_png):
+    seen = run_blender(
+        "search_and_import",
+        prefs={"service_url": standin.url, "import_scale": 0.5},
+        image=str(query_png),
+        cursor=[1.0, 2.0, 3.0],
+        imports=[1, 1],
+        fit_size=3.0,
+    )
+    assert seen["search_error"] == "" and seen["status"] == "4 results"
+    assert [r["shape_id"] for r in seen["results"]] == ["chair/c1", "box/crate", "table t1", "lamp/l 2"]
+    assert all(r["thumbnail"] for r in seen["results"]), seen["results"]
+    assert seen["models"] == ["cmah-32", "cmah-64"] and seen["model"] == "cmah-32"
+    assert "image → shape · cmah-32, 32 bits" in seen["summary"]
+    first, second = seen["imports"]
+    assert first["error"] == "" and first["status"] == "Imported box/crate" and first["new"] == 1
+    root = first["root"]
+    assert (root["name"], root["type"], root["collections"]) == ("box/crate", "MESH", ["Shape Search"])
+    assert root["selected"] and root["active"] and root["vertices"] == 8
+    assert root["scale"] == pytest.approx([0.5] * 3) and root["location"] == pytest.approx([1.0, 2.0, 3.0])
+    assert root["dimensions"] == pytest.approx([0.5, 0.25, 1.0], abs=1e-4)  # glTF y-up → Blender z-up
+    assert second["root"]["name"] == "box/crate.001"  # a second import is a second object
+    fitted = seen["fitted"]["root"]
+    assert max(fitted["dimensions"]) == pytest.approx(1.5, abs=1e-4)  # fit to 3 m, then the 0.5 scale
+    assert seen["collections"] == ["Collection", "Shape Search"]
+    assert len([p for p in standin.paths() if p.endswith("/mesh?model=cmah-32")]) == 1  # cached after the first
+
+
+def test_a_blend_image_is_sent_as_png_without_changing_it(run_blender, standin):
+    seen = run_blender("blend_image", prefs={"service_url": standin.url}, colour=[1.0, 0.0, 0.0, 1.0])
+    assert seen["error"] == "" and seen["status"] == "4 results"
+    assert seen["images_after"] == seen["images_before"] and seen["image_source"] == "GENERATED"
+    (search,) = [r for r in standin.requests if r.path == "/api/v1/search"]
+    (name, filename, data) = search.files[0]
+    assert (name, filename) == ("image", "reference.png")
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    assert image.size == (8, 8) and image.getpixel((3, 3)) == (255, 0, 0)  # the painted, unsaved pixels
+
+
+def test_search_with_the_selected_object_sends_a_glb(run_blender, standin):
+    seen = run_blender("shape_search", prefs={"service_url": standin.url})
+    assert seen["error"] == "" and seen["status"] == "4 results" and seen["summary"].startswith("shape → shape")
+    (search,) = [r for r in standin.requests if r.path == "/api/v1/search"]
+    (name, filename, data) = search.files[0]
+    assert (name, filename) == ("shape", "query.glb") and data.startswith(b"glTF")
+    assert seen["selected_after"] == seen["selected_before"] and seen["active_after"] == "Cube.001"
+    assert seen["counts_after"] == seen["counts_before"]
+
+
+def test_failures_are_reported_and_leave_the_scene_unchanged(run_blender, standin, query_png, tmp_path):
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("a text file named like an image")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        down_port = closed.getsockname()[1]
+    silent = socket.socket()  # accepts connections, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    standin.mesh = b"glTF but not really a GLB file"
+    cases = [
+        {
+            "name": "down",
+            "action": "search_image",
+            "image": str(query_png),
+            "prefs": {"service_url": f"http://127.0.0.1:{down_port}"},
+        },
+        {
+            "name": "wrong_url",
+            "action": "search_image",
+            "image": str(query_png),
+            "prefs": {"service_url": standin.url + "/wrong"},
+        },
+        {
+            "name": "service_4xx",
+            "action": "search_image",
+            "image": str(query_png),
+            "model": "cmah-8",
+            "prefs": {"service_url": standin.url},
+        },
+        {
+            "name": "timeout",
+            "action": "search_image",
+            "image": str(query_png),
+            "prefs": {"service_url": f"http://127.0.0.1:{silent.getsockname()[1]}", "timeout": 0.5},
+        },
+        {
+            "name": "not_an_image",
+            "action": "search_image",
+            "image": str(not_an_image),
+            "prefs": {"service_url": standin.url},
+        },
+        {
+            "name": "offline_remote",
+            "action": "search_image",
+            "image": str(query_png),
+            "prefs": {"service_url": "https://shapes.example.org"},
+        },
+        {"name": "bad_mesh", "action": "import", "image": str(query_png), "prefs": {"service_url": standin.url}},
+        {"name": "no_token", "action": "add_selected", "prefs": {"service_url": standin.url, "token": ""}},
+        {"name": "wrong_token", "action": "add_selected", "prefs": {"service_url": standin.url, "token": "nope"}},
+    ]
+    try:
+        seen = run_blender("errors", cases=cases)
+    finally:
+        silent.close()
+    expected = {
+        "down": "is not answering (connection refused)",
+        "wrong_url": "was not found (HTTP 404)",
+        "service_4xx": "There is no model named 'cmah-8'. (HTTP 404, unknown_model)",
+        "timeout": "did not answer within 0.5 s",
+        "not_an_image": "is not an image file",
+        "offline_remote": "Online access is off",
+        "bad_mesh": "Importing the mesh of 'chair/c1'",
+        "no_token": "needs the service's token",
+        "wrong_token": "The token is wrong. (HTTP 403, forbidden)",
+    }
+    for name, text in expected.items():
+        outcome = seen[name]
+        assert text in outcome["status"] and outcome["level"] == "ERROR", (name, outcome)
+        assert outcome["counts_after"] == outcome["counts_before"], (name, outcome)
+        assert f"Error: {outcome['status']}" in seen["output"], name  # reported through Blender's reports
+    synchronous = {name for name, outcome in seen.items() if isinstance(outcome, dict) and outcome.get("error")}
+    assert {"not_an_image", "offline_remote", "no_token"} <= synchronous  # refused by the operator itself
+    uploads = [r for r in standin.requests if r.path == "/api/v1/shapes"]
+    assert [r.headers["Authorization"] for r in uploads] == ["Bearer nope"]  # no token: nothing was sent
+    assert TOKEN not in seen["output"]
