@@ -67,13 +67,13 @@ def addon_zip(tmp_path_factory) -> Path:
 def run_blender(addon_zip, tmp_path):
     """Runs one scenario of ``blender_driver.py`` with the zip installed into a fresh HOME; returns its report."""
 
-    def run(scenario: str, timeout: float = 120, **arguments) -> dict:
+    def run(scenario: str, timeout: float = 120, env: dict[str, str] | None = None, **arguments) -> dict:
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
         report = tmp_path / f"{scenario}.json"
         job = tmp_path / f"{scenario}-job.json"
         job.write_text(json.dumps({"zip": str(addon_zip), "report": str(report), **arguments}))
-        environment = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+        environment = {**os.environ, **(env or {}), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
         environment.pop("BLENDER_USER_RESOURCES", None)
         completed = subprocess.run(
             [str(BLENDER_PYTHON), str(DRIVER), scenario, str(job)],

@@ -1,0 +1,160 @@
+"""End to end: the installed extension in Blender (bpy wheel, headless) against a real ``hf-cmah serve`` on
+127.0.0.1 with a tiny trained model and a small library with GLBs and rendered thumbnails."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.service.fixtures import BOX_ID, ServiceProcess, build_sample_library
+
+from .conftest import BLENDER_PYTHON
+from .standin import free_port
+
+pytestmark = [
+    pytest.mark.blender,
+    pytest.mark.slow,
+    pytest.mark.skipif(not BLENDER_PYTHON.is_file(), reason="no .venv-blender: run `make blender-env`"),
+]
+TOKEN = "blender-e2e-token"
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    return build_sample_library(tmp_path_factory.mktemp("addon-library"))
+
+
+@pytest.fixture(scope="module")
+def server(library):
+    with ServiceProcess("--model", str(library.model_dir), "--index", str(library.index_dir)) as process:
+        yield process
+
+
+def test_image_search_imports_the_top_result(run_blender, server, library):
+    seen = run_blender(
+        "search_and_import",
+        prefs={"service_url": server.url, "import_scale": 0.5},
+        image=str(library.query_image),
+        cursor=[1.0, -2.0, 0.5],
+        imports=[0],
+    )
+    assert seen["search_error"] == "", seen["output"]
+    ids = [result["shape_id"] for result in seen["results"]]
+    assert ids[0] == library.query_id and sorted(ids) == sorted(library.shape_ids)  # k = 12 > 9 shapes
+    assert all(result["thumbnail"] for result in seen["results"]), seen["results"]
+    assert seen["models"] and seen["model"] in seen["models"]
+    (imported,) = seen["imports"]
+    root = imported["root"]
+    assert imported["error"] == "" and imported["status"] == f"Imported {library.query_id}", imported
+    assert (root["name"], root["type"], root["collections"]) == (library.query_id, "MESH", ["Shape Search"])
+    assert root["vertices"] > 0 and root["selected"] and root["active"]
+    assert root["scale"] == pytest.approx([0.5] * 3) and root["location"] == pytest.approx([1.0, -2.0, 0.5])
+
+
+def test_a_selected_cube_finds_the_box(run_blender, server):
+    # The library's box is 1.0 × 0.7 × 0.8 (y-up); a cube scaled to 1.0 × 0.8 × 0.7 in Blender's z-up.
+    seen = run_blender("shape_search", prefs={"service_url": server.url}, cube_scale=[0.5, 0.4, 0.35])
+    assert seen["error"] == "", seen["output"]
+    ids = [result["shape_id"] for result in seen["results"]]
+    assert BOX_ID in ids[:3], ids
+    assert seen["counts_after"] == seen["counts_before"] and seen["selected_after"] == seen["selected_before"]
+
+
+def test_add_selected_with_the_token_makes_the_object_findable(run_blender, library, tmp_path):
+    """The add-on starts the writable service itself (its local service command) and stops it on unregister."""
+    index = tmp_path / "index"
+    shutil.copytree(library.index_dir, index)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    port = free_port()
+    serve = Path(sys.executable).with_name("hf-cmah")
+    command = (
+        f"{serve} serve --model {library.model_dir} --index {index} --host 127.0.0.1 --port {port} "
+        f"--allow-writes --token-file {token_file}"
+    )
+    seen = run_blender(
+        "add_selected",
+        timeout=240,
+        prefs={
+            "service_url": f"http://127.0.0.1:{port}",
+            "token": TOKEN,
+            "service_command": command,
+            "service_start_timeout": 150.0,
+        },
+        shape_id="probe/ring",
+        label="ring",
+        env={"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"},
+    )
+    assert seen["add_error"] == "" and seen["add_level"] == "INFO", seen["output"]
+    assert seen["add_status"] == f"Added probe/ring: the library holds {len(library.shape_ids) + 1} shapes"
+    assert seen["search_error"] == "" and seen["results"][0]["shape_id"] == "probe/ring", seen["results"]
+    assert seen["results"][0]["distance"] == 0 and seen["results"][0]["label"] == "ring"
+    assert seen["service_pid"] is not None
+    with socket.socket() as probe:  # the add-on stopped the service it started
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_service_errors_are_reported_and_leave_the_scene_unchanged(run_blender, server, library, tmp_path):
+    not_an_image = tmp_path / "scan.jpg"
+    not_an_image.write_bytes(b"%PDF-1.4 not an image")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(library.query_image.read_bytes()[:60])
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    image = str(library.query_image)
+    cases = [
+        {"name": "down", "action": "search_image", "image": image, "prefs": {"service_url": down}},
+        {"name": "wrong_url", "action": "search_image", "image": image, "prefs": {"service_url": server.url + "/v2"}},
+        {
+            "name": "unknown_model",
+            "action": "search_image",
+            "image": image,
+            "model": "cmah-999",
+            "prefs": {"service_url": server.url},
+        },
+        {
+            "name": "truncated_png",
+            "action": "search_image",
+            "image": str(truncated),
+            "prefs": {"service_url": server.url},
+        },
+        {
+            "name": "timeout",
+            "action": "search_image",
+            "image": image,
+            "prefs": {"service_url": f"http://127.0.0.1:{silent.getsockname()[1]}", "timeout": 0.5},
+        },
+        {
+            "name": "not_an_image",
+            "action": "search_image",
+            "image": str(not_an_image),
+            "prefs": {"service_url": server.url},
+        },
+        {"name": "writes_disabled", "action": "add_selected", "prefs": {"service_url": server.url, "token": TOKEN}},
+    ]
+    try:
+        seen = run_blender("errors", cases=cases)
+    finally:
+        silent.close()
+    expected = {
+        "down": "is not answering (connection refused)",
+        "wrong_url": "(HTTP 404",
+        "unknown_model": "cmah-999",
+        "truncated_png": "(HTTP 4",
+        "timeout": "did not answer within 0.5 s",
+        "not_an_image": "is not an image file",
+        "writes_disabled": "(HTTP 403, writes_disabled)",
+    }
+    for name, text in expected.items():
+        outcome = seen[name]
+        assert text in outcome["status"] and outcome["level"] == "ERROR", (name, outcome)
+        assert outcome["counts_after"] == outcome["counts_before"], (name, outcome)
+        assert f"Error: {outcome['status']}" in seen["output"], name
