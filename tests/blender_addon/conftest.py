@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import types
@@ -37,6 +38,32 @@ def query_png(tmp_path) -> Path:
     path = tmp_path / "query.png"
     path.write_bytes(png_bytes(24))
     return path
+
+
+@pytest.fixture
+def dead_urls():
+    """Two services that fail: a closed port (connection refused) and one that accepts but never answers."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = closed.getsockname()[1]
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        yield f"http://127.0.0.1:{refused}", f"http://127.0.0.1:{silent.getsockname()[1]}"
+
+
+def failure(name: str, action: str, url: str, *, image: Path | None = None, model: str = "", **prefs) -> dict:
+    """One case of the driver's ``errors`` scenario."""
+    return {"name": name, "action": action, "image": str(image), "model": model, "prefs": {"service_url": url, **prefs}}
+
+
+def assert_failures_reported(seen: dict, expected: dict[str, str]) -> None:
+    """Each case: the expected words in the status line, an ERROR report printed, the scene's counts unchanged."""
+    for name, text in expected.items():
+        outcome = seen[name]
+        assert text in outcome["status"] and outcome["level"] == "ERROR", (name, outcome)
+        assert outcome["counts_after"] == outcome["counts_before"], (name, outcome)
+        assert f"Error: {outcome['status']}" in seen["output"], name  # reported through Blender's reports
 
 
 @pytest.fixture

@@ -5,13 +5,12 @@ and the failures that must leave the scene as it was."""
 from __future__ import annotations
 
 import io
-import socket
 import zipfile
 
 import pytest
 from PIL import Image
 
-from .conftest import BLENDER_PYTHON
+from .conftest import BLENDER_PYTHON, assert_failures_reported, failure
 from .standin import TOKEN
 
 pytestmark = [
@@ -90,78 +89,39 @@ def test_search_with_the_selected_object_sends_a_glb(run_blender, standin):
     assert seen["counts_after"] == seen["counts_before"]
 
 
-def test_failures_are_reported_and_leave_the_scene_unchanged(run_blender, standin, query_png, tmp_path):
+def test_failures_are_reported_and_leave_the_scene_unchanged(run_blender, standin, query_png, dead_urls, tmp_path):
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("a text file named like an image")
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        down_port = closed.getsockname()[1]
-    silent = socket.socket()  # accepts connections, never answers
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
+    refused, silent = dead_urls
     standin.mesh = b"glTF but not really a GLB file"
-    cases = [
+    seen = run_blender(
+        "errors",
+        cases=[
+            failure("down", "search_image", refused, image=query_png),
+            failure("wrong_url", "search_image", standin.url + "/wrong", image=query_png),
+            failure("service_4xx", "search_image", standin.url, image=query_png, model="cmah-8"),
+            failure("timeout", "search_image", silent, image=query_png, timeout=0.5),
+            failure("not_an_image", "search_image", standin.url, image=not_an_image),
+            failure("offline_remote", "search_image", "https://shapes.example.org", image=query_png),
+            failure("bad_mesh", "import", standin.url, image=query_png),
+            failure("no_token", "add_selected", standin.url, token=""),
+            failure("wrong_token", "add_selected", standin.url, token="nope"),
+        ],
+    )
+    assert_failures_reported(
+        seen,
         {
-            "name": "down",
-            "action": "search_image",
-            "image": str(query_png),
-            "prefs": {"service_url": f"http://127.0.0.1:{down_port}"},
+            "down": "is not answering (connection refused)",
+            "wrong_url": "was not found (HTTP 404)",
+            "service_4xx": "There is no model named 'cmah-8'. (HTTP 404, unknown_model)",
+            "timeout": "did not answer within 0.5 s",
+            "not_an_image": "is not an image file",
+            "offline_remote": "Online access is off",
+            "bad_mesh": "Importing the mesh of 'chair/c1'",
+            "no_token": "needs the service's token",
+            "wrong_token": "The token is wrong. (HTTP 403, forbidden)",
         },
-        {
-            "name": "wrong_url",
-            "action": "search_image",
-            "image": str(query_png),
-            "prefs": {"service_url": standin.url + "/wrong"},
-        },
-        {
-            "name": "service_4xx",
-            "action": "search_image",
-            "image": str(query_png),
-            "model": "cmah-8",
-            "prefs": {"service_url": standin.url},
-        },
-        {
-            "name": "timeout",
-            "action": "search_image",
-            "image": str(query_png),
-            "prefs": {"service_url": f"http://127.0.0.1:{silent.getsockname()[1]}", "timeout": 0.5},
-        },
-        {
-            "name": "not_an_image",
-            "action": "search_image",
-            "image": str(not_an_image),
-            "prefs": {"service_url": standin.url},
-        },
-        {
-            "name": "offline_remote",
-            "action": "search_image",
-            "image": str(query_png),
-            "prefs": {"service_url": "https://shapes.example.org"},
-        },
-        {"name": "bad_mesh", "action": "import", "image": str(query_png), "prefs": {"service_url": standin.url}},
-        {"name": "no_token", "action": "add_selected", "prefs": {"service_url": standin.url, "token": ""}},
-        {"name": "wrong_token", "action": "add_selected", "prefs": {"service_url": standin.url, "token": "nope"}},
-    ]
-    try:
-        seen = run_blender("errors", cases=cases)
-    finally:
-        silent.close()
-    expected = {
-        "down": "is not answering (connection refused)",
-        "wrong_url": "was not found (HTTP 404)",
-        "service_4xx": "There is no model named 'cmah-8'. (HTTP 404, unknown_model)",
-        "timeout": "did not answer within 0.5 s",
-        "not_an_image": "is not an image file",
-        "offline_remote": "Online access is off",
-        "bad_mesh": "Importing the mesh of 'chair/c1'",
-        "no_token": "needs the service's token",
-        "wrong_token": "The token is wrong. (HTTP 403, forbidden)",
-    }
-    for name, text in expected.items():
-        outcome = seen[name]
-        assert text in outcome["status"] and outcome["level"] == "ERROR", (name, outcome)
-        assert outcome["counts_after"] == outcome["counts_before"], (name, outcome)
-        assert f"Error: {outcome['status']}" in seen["output"], name  # reported through Blender's reports
+    )
     synchronous = {name for name, outcome in seen.items() if isinstance(outcome, dict) and outcome.get("error")}
     assert {"not_an_image", "offline_remote", "no_token"} <= synchronous  # refused by the operator itself
     uploads = [r for r in standin.requests if r.path == "/api/v1/shapes"]

@@ -12,7 +12,7 @@ import pytest
 
 from tests.service.fixtures import BOX_ID, ServiceProcess, build_sample_library
 
-from .conftest import BLENDER_PYTHON
+from .conftest import BLENDER_PYTHON, assert_failures_reported, failure
 from .standin import free_port
 
 pytestmark = [
@@ -98,63 +98,34 @@ def test_add_selected_with_the_token_makes_the_object_findable(run_blender, libr
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_service_errors_are_reported_and_leave_the_scene_unchanged(run_blender, server, library, tmp_path):
+def test_service_errors_are_reported_and_leave_the_scene_unchanged(run_blender, server, library, dead_urls, tmp_path):
     not_an_image = tmp_path / "scan.jpg"
     not_an_image.write_bytes(b"%PDF-1.4 not an image")
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(library.query_image.read_bytes()[:60])
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        down = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
-    image = str(library.query_image)
-    cases = [
-        {"name": "down", "action": "search_image", "image": image, "prefs": {"service_url": down}},
-        {"name": "wrong_url", "action": "search_image", "image": image, "prefs": {"service_url": server.url + "/v2"}},
+    refused, silent = dead_urls
+    image = library.query_image
+    seen = run_blender(
+        "errors",
+        cases=[
+            failure("down", "search_image", refused, image=image),
+            failure("wrong_url", "search_image", server.url + "/v2", image=image),
+            failure("unknown_model", "search_image", server.url, image=image, model="cmah-999"),
+            failure("truncated_png", "search_image", server.url, image=truncated),
+            failure("timeout", "search_image", silent, image=image, timeout=0.5),
+            failure("not_an_image", "search_image", server.url, image=not_an_image),
+            failure("writes_disabled", "add_selected", server.url, token=TOKEN),
+        ],
+    )
+    assert_failures_reported(
+        seen,
         {
-            "name": "unknown_model",
-            "action": "search_image",
-            "image": image,
-            "model": "cmah-999",
-            "prefs": {"service_url": server.url},
+            "down": "is not answering (connection refused)",
+            "wrong_url": "(HTTP 404",
+            "unknown_model": "cmah-999",
+            "truncated_png": "(HTTP 4",
+            "timeout": "did not answer within 0.5 s",
+            "not_an_image": "is not an image file",
+            "writes_disabled": "(HTTP 403, writes_disabled)",
         },
-        {
-            "name": "truncated_png",
-            "action": "search_image",
-            "image": str(truncated),
-            "prefs": {"service_url": server.url},
-        },
-        {
-            "name": "timeout",
-            "action": "search_image",
-            "image": image,
-            "prefs": {"service_url": f"http://127.0.0.1:{silent.getsockname()[1]}", "timeout": 0.5},
-        },
-        {
-            "name": "not_an_image",
-            "action": "search_image",
-            "image": str(not_an_image),
-            "prefs": {"service_url": server.url},
-        },
-        {"name": "writes_disabled", "action": "add_selected", "prefs": {"service_url": server.url, "token": TOKEN}},
-    ]
-    try:
-        seen = run_blender("errors", cases=cases)
-    finally:
-        silent.close()
-    expected = {
-        "down": "is not answering (connection refused)",
-        "wrong_url": "(HTTP 404",
-        "unknown_model": "cmah-999",
-        "truncated_png": "(HTTP 4",
-        "timeout": "did not answer within 0.5 s",
-        "not_an_image": "is not an image file",
-        "writes_disabled": "(HTTP 403, writes_disabled)",
-    }
-    for name, text in expected.items():
-        outcome = seen[name]
-        assert text in outcome["status"] and outcome["level"] == "ERROR", (name, outcome)
-        assert outcome["counts_after"] == outcome["counts_before"], (name, outcome)
-        assert f"Error: {outcome['status']}" in seen["output"], name
+    )
