@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import bpy
 
 from . import preferences, props, session
 
 STATUS_ICONS = {"INFO": "INFO", "BUSY": "SORTTIME", "ERROR": "ERROR"}
 THUMBNAIL_SCALE = 5.0
+# Labels are cut, not wrapped: long statuses are split at about this many pixels per character.
+CHAR_WIDTH_PX = 7.0
+DEFAULT_WRAP_CHARS = 48
+MIN_WRAP_CHARS = 20
 
 
 class SHAPESEARCH_PT_panel(bpy.types.Panel):
@@ -43,14 +49,16 @@ class SHAPESEARCH_PT_panel(bpy.types.Panel):
         box.operator("shape_search.search_image", icon="VIEWZOOM")
         layout.operator("shape_search.search_selected", icon="MESH_DATA")
 
-        row = layout.row()
-        row.alert = state.status_level == "ERROR"
-        row.label(text=state.status or "Ready", icon=STATUS_ICONS[state.status_level])
-        if session.busy():
-            row.operator("shape_search.cancel", text="", icon="CANCEL")
+        column = layout.column(align=True)
+        column.alert = state.status_level == "ERROR"
+        for number, line in enumerate(wrap(state.status or "Ready", context)):
+            row = column.row()
+            row.label(text=line, icon=STATUS_ICONS[state.status_level] if number == 0 else "BLANK1")
+            if number == 0 and session.busy():
+                row.operator("shape_search.cancel", text="", icon="CANCEL")
 
         if state.results:
-            self.draw_results(layout, state)
+            draw_results(layout, state)
 
         box = layout.box()
         box.label(text="Library", icon="ASSET_MANAGER")
@@ -61,28 +69,38 @@ class SHAPESEARCH_PT_panel(bpy.types.Panel):
         if not prefs.token:
             box.label(text="Set the token in the preferences to add shapes.", icon="LOCKED")
 
-    def draw_results(self, layout: bpy.types.UILayout, state: props.SHAPESEARCH_PG_state) -> None:
-        if state.summary:
-            layout.label(text=state.summary)
-        grid = layout.grid_flow(row_major=True, columns=2, even_columns=True, even_rows=True, align=True)
-        current = session.current()
-        for index, result in enumerate(state.results):
-            cell = grid.box().column(align=True)
-            icon = current.icon_id(result.thumbnail_path)
-            if icon:
-                cell.template_icon(icon_value=icon, scale=THUMBNAIL_SCALE)
-            else:
-                cell.label(text="no thumbnail" if result.thumbnail_error else "…", icon="IMAGE_DATA")
-            cell.label(text=result.name)
-            detail = result.label or "—"
-            if result.distance >= 0:
-                detail += f" · d {result.distance}"
-            if result.has_score:
-                detail += f" · {result.score:.3f}"
-            cell.label(text=detail)
-            button = cell.row()
-            button.enabled = bool(result.mesh_url)
-            button.operator("shape_search.import_result", icon="IMPORT").index = index
+
+def wrap(text: str, context: bpy.types.Context) -> list[str]:
+    """A status split to the sidebar's width: Blender's labels do not wrap, and errors are sentences."""
+    region = context.region
+    pixels_per_char = CHAR_WIDTH_PX * context.preferences.system.ui_scale
+    width = int(region.width / pixels_per_char) if region is not None else DEFAULT_WRAP_CHARS
+    return textwrap.wrap(text, max(width, MIN_WRAP_CHARS)) or [text]
+
+
+def draw_results(layout: bpy.types.UILayout, state: props.SHAPESEARCH_PG_state) -> None:
+    """The results grid: thumbnail (a placeholder until it arrives), shape id, label · distance, Import."""
+    if state.summary:
+        layout.label(text=state.summary)
+    grid = layout.grid_flow(row_major=True, columns=2, even_columns=True, even_rows=True, align=True)
+    current = session.current()
+    for index, result in enumerate(state.results):
+        cell = grid.box().column(align=True)
+        icon = current.icon_id(result.thumbnail_path)
+        if icon:
+            cell.template_icon(icon_value=icon, scale=THUMBNAIL_SCALE)
+        else:
+            cell.label(text="no thumbnail" if result.thumbnail_error else "…", icon="IMAGE_DATA")
+        cell.label(text=result.name)
+        detail = result.label or "—"
+        if result.distance >= 0:
+            detail += f" · d {result.distance}"
+        if result.has_score:
+            detail += f" · {result.score:.3f}"
+        cell.label(text=detail)
+        button = cell.row()
+        button.enabled = bool(result.mesh_url)
+        button.operator("shape_search.import_result", icon="IMPORT").index = index
 
 
 CLASSES = (SHAPESEARCH_PT_panel,)

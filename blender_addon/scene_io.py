@@ -115,7 +115,7 @@ def import_glb(context: bpy.types.Context, path: Path, name: str, *, scale: floa
     before_meshes = set(bpy.data.meshes)
     before_materials = set(bpy.data.materials)
     try:
-        result = bpy.ops.import_scene.gltf(filepath=str(path), import_select_created_objects=True)
+        result = bpy.ops.import_scene.gltf(filepath=str(path))
         if "FINISHED" not in result:
             raise SceneIOError(f"Importing {path.name} for {name!r} did not finish ({', '.join(result)}).")
         created = [obj for obj in bpy.data.objects if obj not in before_objects]

@@ -99,7 +99,7 @@ def submit(kind: str, fn, *args, **kwargs) -> int:
         session.worker.cancel("search")
     job_id = session.worker.submit(kind, fn, *args, **kwargs)
     if not bpy.app.timers.is_registered(poll):
-        bpy.app.timers.register(poll, first_interval=POLL_INTERVAL_S)
+        bpy.app.timers.register(poll, first_interval=POLL_INTERVAL_S, persistent=True)  # survives loading a file
     return job_id
 
 

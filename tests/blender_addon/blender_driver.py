@@ -131,6 +131,99 @@ def import_result(index: int) -> dict:
     return {"error": error, "status": state().status, "new": len(new), "root": describe(roots[0]) if roots else None}
 
 
+class RecordingLayout:
+    """Stands in for ``bpy.types.UILayout``, which background Blender never creates (no windows): records what a
+    ``draw`` asks for and checks it the way Blender would: properties exist on their data, operators and their
+    properties exist, icons are Blender icon names."""
+
+    ICONS = frozenset(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+
+    def __init__(self, kind: str = "layout") -> None:
+        self.kind = kind
+        self.items: list = []
+        self.enabled = True
+        self.alert = False
+        self.use_property_split = False
+
+    def _child(self, kind: str) -> RecordingLayout:
+        child = RecordingLayout(kind)
+        self.items.append(child)
+        return child
+
+    def row(self, **options) -> RecordingLayout:
+        return self._child("row")
+
+    def column(self, **options) -> RecordingLayout:
+        return self._child("column")
+
+    def box(self) -> RecordingLayout:
+        return self._child("box")
+
+    def grid_flow(self, **options) -> RecordingLayout:
+        return self._child(f"grid {options.get('columns', 0)} columns")
+
+    def _icon(self, icon: str) -> str:
+        assert icon in self.ICONS, f"{icon!r} is not a Blender icon"
+        return f" [{icon}]" if icon != "NONE" else ""
+
+    def label(self, *, text: str = "", icon: str = "NONE") -> None:
+        self.items.append(f"label {text!r}{self._icon(icon)}")
+
+    def prop(self, data, name: str, *, text: str | None = None, expand: bool = False, icon: str = "NONE") -> None:
+        assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"
+        value = getattr(data, name)
+        self.items.append(f"prop {name} = {value!r}{' (expanded)' if expand else ''}{self._icon(icon)}")
+
+    def prop_search(self, data, name: str, search_data, search_name: str, *, text: str = "", icon: str = "NONE"):
+        assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"
+        assert search_name in search_data.bl_rna.properties, f"no collection {search_name!r} to search"
+        choices = [item.name for item in getattr(search_data, search_name)]
+        self.items.append(f"search {name} = {getattr(data, name)!r} in {search_name} {choices}{self._icon(icon)}")
+
+    def operator(self, idname: str, *, text: str | None = None, icon: str = "NONE"):
+        category, name = idname.split(".")
+        rna = getattr(getattr(bpy.ops, category), name).get_rna_type()  # raises KeyError for an unknown operator
+        label = rna.name if text is None else text
+        line = {"line": f"operator {idname} {label!r}{self._icon(icon)}", "enabled": self.enabled}
+        self.items.append(line)
+
+        class Properties:
+            def __setattr__(self, key, value):
+                assert key in rna.properties, f"{idname} has no property {key!r}"
+                line["line"] += f" {key}={value!r}"
+
+        return Properties()
+
+    def template_icon(self, *, icon_value: int, scale: float = 1.0) -> None:
+        self.items.append(f"icon {icon_value} ×{scale:g}")
+
+    def lines(self, depth: int = 0) -> list[str]:
+        flags = ("" if self.enabled else " (disabled)") + (" (alert)" if self.alert else "")
+        out = [f"{'  ' * depth}{self.kind}{flags}"]
+        for item in self.items:
+            if isinstance(item, RecordingLayout):
+                out += item.lines(depth + 1)
+            elif isinstance(item, dict):
+                out.append(f"{'  ' * (depth + 1)}{item['line']}{'' if item['enabled'] else ' (disabled)'}")
+            else:
+                out.append(f"{'  ' * (depth + 1)}{item}")
+        return out
+
+
+def draw(draw_function, owner=None) -> list[str]:
+    """Runs a panel's or the preferences' ``draw`` against a :class:`RecordingLayout`; returns its lines."""
+    layout = RecordingLayout()
+
+    class Drawer:
+        def __getattr__(self, name):
+            return getattr(owner, name)
+
+    drawer = Drawer()
+    drawer.__dict__["layout"] = layout
+    draw_function(drawer, bpy.context)
+    return layout.lines()
+
+
 # Scenarios ------------------------------------------------------------------------------------------------
 
 
@@ -264,6 +357,22 @@ def scenario_errors(job: dict) -> dict:
             "counts_after": scene_counts(),
         }
     return outcomes
+
+
+def scenario_panel(job: dict) -> dict:
+    """The panel and the preferences drawn (recorded) before a search, with results, while busy, after an error."""
+    configure(job)
+    panel = bpy.types.SHAPESEARCH_PT_panel.draw
+    report = {"preferences": draw(type(prefs()).draw, prefs()), "empty": draw(panel)}
+    prefs().token = job["token"]
+    report["searched_error"] = search_image(job["image"])
+    report["results"] = draw(panel)
+    prefs().service_url, prefs().timeout = job["silent_url"], 1.0
+    run("search_image")
+    report["busy"] = draw(panel)
+    wait()
+    report["error"] = draw(panel)
+    return report
 
 
 def main() -> None:

@@ -89,6 +89,33 @@ def test_search_with_the_selected_object_sends_a_glb(run_blender, standin):
     assert seen["counts_after"] == seen["counts_before"]
 
 
+def test_the_panel_draws_every_state_with_real_properties_operators_and_icons(
+    run_blender, standin, query_png, dead_urls
+):
+    seen = run_blender(
+        "panel", prefs={"service_url": standin.url}, image=str(query_png), token=TOKEN, silent_url=dead_urls[1]
+    )
+    assert seen["searched_error"] == ""
+    empty, results, busy, error = (seen[state] for state in ("empty", "results", "busy", "error"))
+    assert "  label 'Ready' [INFO]" in "\n".join(empty) and "Set the token" in "\n".join(empty)
+    add = next(line for line in empty if "shape_search.add_selected" in line)
+    assert add.strip() == "operator shape_search.add_selected 'Add Selected Objects to the Library' [ADD] (disabled)"
+    text = "\n".join(results)
+    assert "label '4 results' [INFO]" in text and "grid 2 columns" in text
+    for index, shape_id in enumerate(["chair/c1", "box/crate", "table t1", "lamp/l 2"]):
+        assert f"label {shape_id!r}" in text
+        assert f"operator shape_search.import_result 'Import' [IMPORT] index={index}" in text
+    assert "label 'box · d 1'" in text and "search model = 'cmah-32' in models ['cmah-32', 'cmah-64']" in text
+    assert "label '32-bit codes · 4 shapes'" in text
+    assert "operator shape_search.cancel '' [CANCEL]" in "\n".join(busy) and "Searching…" in "\n".join(busy)
+    start = error.index("  column (alert)")
+    labels = [line.strip() for line in error[start : error.index("  box", start)] if "label" in line]
+    assert labels[0].startswith("label 'The service at http://127.0.0.1:") and labels[0].endswith("[ERROR]")
+    sentence = " ".join(label.split("'")[1] for label in labels)
+    assert len(labels) > 1 and "did not answer within 1 s" in sentence and sentence.endswith("check the service.")
+    assert "prop service_url = " in "\n".join(seen["preferences"])
+
+
 def test_failures_are_reported_and_leave_the_scene_unchanged(run_blender, standin, query_png, dead_urls, tmp_path):
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("a text file named like an image")
