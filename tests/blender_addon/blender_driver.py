@@ -115,9 +115,7 @@ def configure(job: dict) -> None:
 
 
 def search_image(path: str) -> str:
-    state().image_source = "FILE"
-    state().image_path = path
-    error = run("search_image")
+    error = search_image_no_wait(path)
     wait()
     return error
 
@@ -277,7 +275,7 @@ def scenario_blend_image(job: dict) -> dict:
     state().image = image
     error = run("search_image")
     wait()
-    return {
+    report = {
         "error": error,
         "status": state().status,
         "results": results(),
@@ -285,6 +283,14 @@ def scenario_blend_image(job: dict) -> dict:
         "images_after": sorted(i.name for i in bpy.data.images),
         "image_source": image.source,
     }
+    packed = bpy.data.images.load(job["png"])
+    packed.pack()
+    Path(job["png"]).unlink()  # only the packed copy is left
+    state().image = packed
+    report["packed_error"] = run("search_image")
+    wait()
+    report["packed_status"], report["packed"] = state().status, packed.packed_file is not None
+    return report
 
 
 def scenario_shape_search(job: dict) -> dict:
@@ -373,6 +379,26 @@ def scenario_panel(job: dict) -> dict:
     wait()
     report["error"] = draw(panel)
     return report
+
+
+def scenario_cancel(job: dict) -> dict:
+    """Cancel while a search waits: the status says so at once, and the job's late failure is dropped."""
+    configure(job)
+    counts = scene_counts()
+    report: dict = {"search_error": search_image_no_wait(job["image"]), "busy": addon("session").busy()}
+    report["cancel_error"] = run("cancel")
+    report["status_after_cancel"], report["busy_after_cancel"] = state().status, addon("session").busy()
+    time.sleep(job["late_after_s"])  # the request's own timeout has passed: its error is in the queue
+    wait()
+    report["status_later"], report["level_later"] = state().status, state().status_level
+    report["counts_unchanged"] = scene_counts() == counts
+    return report
+
+
+def search_image_no_wait(path: str) -> str:
+    state().image_source = "FILE"
+    state().image_path = path
+    return run("search_image")
 
 
 def main() -> None:

@@ -68,15 +68,29 @@ def test_search_shows_thumbnails_and_import_places_the_shape(run_blender, standi
     assert len([p for p in standin.paths() if p.endswith("/mesh?model=cmah-32")]) == 1  # cached after the first
 
 
-def test_a_blend_image_is_sent_as_png_without_changing_it(run_blender, standin):
-    seen = run_blender("blend_image", prefs={"service_url": standin.url}, colour=[1.0, 0.0, 0.0, 1.0])
+def test_blend_images_are_sent_as_png_without_changing_them(run_blender, standin, tmp_path):
+    packed = tmp_path / "packed.png"
+    Image.new("RGB", (12, 10), (0, 0, 255)).save(packed)
+    seen = run_blender("blend_image", prefs={"service_url": standin.url}, colour=[1.0, 0.0, 0.0, 1.0], png=str(packed))
     assert seen["error"] == "" and seen["status"] == "4 results"
     assert seen["images_after"] == seen["images_before"] and seen["image_source"] == "GENERATED"
-    (search,) = [r for r in standin.requests if r.path == "/api/v1/search"]
-    (name, filename, data) = search.files[0]
-    assert (name, filename) == ("image", "reference.png")
-    image = Image.open(io.BytesIO(data)).convert("RGB")
+    painted, unpacked = [r.files[0] for r in standin.requests if r.path == "/api/v1/search"]
+    assert painted[:2] == ("image", "reference.png")
+    image = Image.open(io.BytesIO(painted[2])).convert("RGB")
     assert image.size == (8, 8) and image.getpixel((3, 3)) == (255, 0, 0)  # the painted, unsaved pixels
+    assert seen["packed_error"] == "" and seen["packed_status"] == "4 results" and seen["packed"]
+    image = Image.open(io.BytesIO(unpacked[2])).convert("RGB")  # its file is gone: only the packed copy
+    assert image.size == (12, 10) and image.getpixel((5, 5)) == (0, 0, 255)
+
+
+def test_cancel_stops_waiting_and_drops_the_late_answer(run_blender, query_png, dead_urls):
+    seen = run_blender(
+        "cancel", prefs={"service_url": dead_urls[1], "timeout": 1.0}, image=str(query_png), late_after_s=1.5
+    )
+    assert seen["search_error"] == "" and seen["busy"] and seen["cancel_error"] == ""
+    assert seen["status_after_cancel"] == "Cancelled" and not seen["busy_after_cancel"]
+    assert (seen["status_later"], seen["level_later"]) == ("Cancelled", "INFO") and seen["counts_unchanged"]
+    assert "did not answer" not in seen["output"]
 
 
 def test_search_with_the_selected_object_sends_a_glb(run_blender, standin):
