@@ -34,13 +34,14 @@ blender-env: $(BLENDER_STAMP)
 BLENDER_SCRIPTS := .venv-blender/lib/python3.11/site-packages/bpy/5.0/scripts
 BLENDER_EXT := $(BLENDER_SCRIPTS)/addons_core/bl_pkg/cli/blender_ext.py
 BLENDER_TAGS := $(BLENDER_SCRIPTS)/modules/_bpy_internal/extensions/tags.py
-ADDON_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' blender_addon/blender_manifest.toml)
+ADDON_SRC ?= blender_addon
+ADDON_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' $(ADDON_SRC)/blender_manifest.toml)
 DIST ?= dist
 ADDON_ZIP := $(DIST)/hf_cmah_shape_search-$(ADDON_VERSION).zip
 
 blender-addon: blender-env
 	mkdir -p $(DIST)
-	.venv-blender/bin/python $(BLENDER_EXT) build --source-dir blender_addon --output-filepath $(ADDON_ZIP) --valid-tags $(BLENDER_TAGS)
+	.venv-blender/bin/python $(BLENDER_EXT) build --source-dir $(ADDON_SRC) --output-filepath $(ADDON_ZIP) --valid-tags $(BLENDER_TAGS)
 	.venv-blender/bin/python $(BLENDER_EXT) validate --valid-tags $(BLENDER_TAGS) $(ADDON_ZIP)
 
 test: env blender-env

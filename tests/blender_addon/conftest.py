@@ -72,19 +72,24 @@ def standin():
         yield server
 
 
-@pytest.fixture(scope="session")
-def addon_zip(tmp_path_factory) -> Path:
-    """The extension built and validated by ``make blender-addon`` (into a temporary DIST)."""
+def make_addon(dist: Path, source: Path = ADDON_DIR) -> subprocess.CompletedProcess:
+    """``make blender-addon`` with the zip going to ``dist`` (and the sources taken from ``source``)."""
     if not BLENDER_PYTHON.is_file():
         pytest.skip("no .venv-blender: run `make blender-env`")
-    dist = tmp_path_factory.mktemp("dist")
-    completed = subprocess.run(
-        ["make", "-s", "--no-print-directory", "blender-addon", f"DIST={dist}"],
+    return subprocess.run(
+        ["make", "-s", "--no-print-directory", "blender-addon", f"DIST={dist}", f"ADDON_SRC={source}"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+@pytest.fixture(scope="session")
+def addon_zip(tmp_path_factory) -> Path:
+    """The extension built and validated by ``make blender-addon`` (into a temporary DIST)."""
+    dist = tmp_path_factory.mktemp("dist")
+    completed = make_addon(dist)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     (zip_path,) = dist.glob("hf_cmah_shape_search-*.zip")
     return zip_path

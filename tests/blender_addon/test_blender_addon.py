@@ -5,12 +5,13 @@ and the failures that must leave the scene as it was."""
 from __future__ import annotations
 
 import io
+import shutil
 import zipfile
 
 import pytest
 from PIL import Image
 
-from .conftest import BLENDER_PYTHON, assert_failures_reported, failure
+from .conftest import ADDON_DIR, BLENDER_PYTHON, assert_failures_reported, failure, make_addon
 from .standin import TOKEN
 
 pytestmark = [
@@ -27,6 +28,30 @@ def test_the_zip_is_valid_and_holds_only_the_add_on(addon_zip):
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
     manifest = zipfile.ZipFile(addon_zip).read("blender_manifest.toml").decode()
     assert 'id = "hf_cmah_shape_search"' in manifest and 'network = "Search a shape library service"' in manifest
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('tags = ["3D View", "Import-Export"]', 'tags = ["3D View", "Shape Search"]'), 'invalid tag "Shape Search"'),
+        (('network = "Search a shape library service"\n', ""), None),  # still valid: fewer permissions
+        (('blender_version_min = "4.2.0"', 'blender_version_min = "4.2"'), "blender_version_min"),
+    ],
+)
+def test_the_build_refuses_what_blender_would(tmp_path, change, message):
+    source = tmp_path / "blender_addon"
+    shutil.copytree(ADDON_DIR, source, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = source / "blender_manifest.toml"
+    old, new = change
+    assert old in manifest.read_text()
+    manifest.write_text(manifest.read_text().replace(old, new))
+    completed = make_addon(tmp_path / "dist", source)
+    output = completed.stdout + completed.stderr
+    if message is None:
+        assert completed.returncode == 0, output
+    else:
+        assert completed.returncode != 0 and message in output, output
+        assert not list((tmp_path / "dist").glob("*.zip"))
 
 
 def test_install_registers_everything_and_uninstall_removes_it(run_blender):
