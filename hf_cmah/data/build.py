@@ -113,10 +113,17 @@ def _describe(error: Exception) -> str:
 
 
 def _shape_key(record: ShapeRecord) -> str:
-    if record.cache_key:
-        return record.cache_key
-    path = record.mesh_path or record.points_path
+    return record.cache_key or mesh_file_key(record.mesh_path or record.points_path)
+
+
+def mesh_file_key(path: Path) -> str:
+    """What a shape file's cached samples and renders are keyed by: its content hash and its format."""
     return f"{file_digest(path)}{path.suffix.lower()}"
+
+
+def render_cache_dir(key: str, render: RenderSettings, up_axis: str = "y") -> Path:
+    """Where the views of the shape ``key`` rendered with ``render`` are cached; ``cameras.json`` marks them done."""
+    return cache_root() / "renders" / f"{key}-{settings_digest([GEOMETRY_VERSION, render.fingerprint(), up_axis])}"
 
 
 def _prepare(record: ShapeRecord, settings: BuildSettings, mesh_file: Path) -> tuple[_Prepared, RenderItem | None]:
@@ -126,8 +133,7 @@ def _prepare(record: ShapeRecord, settings: BuildSettings, mesh_file: Path) -> t
     points_file = cache_root() / "points" / f"{key}-{settings_digest(points_settings)}.npy"
     render_dir = None
     if record.renderable and settings.render.num_views > 0:
-        render_settings = [GEOMETRY_VERSION, settings.render.fingerprint(), record.up_axis]
-        render_dir = cache_root() / "renders" / f"{key}-{settings_digest(render_settings)}"
+        render_dir = render_cache_dir(key, settings.render, record.up_axis)
     needs_render = render_dir is not None and not (render_dir / "cameras.json").is_file()
     if points_file.is_file() and not needs_render:
         return _Prepared(record, points_file, render_dir), None
@@ -141,7 +147,7 @@ def _prepare(record: ShapeRecord, settings: BuildSettings, mesh_file: Path) -> t
         _save_atomic(points_file, points)
     if not needs_render:
         return _Prepared(record, points_file, render_dir), None
-    _write_render_mesh(mesh, mesh_file)
+    write_render_mesh(mesh, mesh_file)
     item = RenderItem(record.shape_id, mesh_file, render_dir, settings.render.views_for(key))
     return _Prepared(record, points_file, render_dir), item
 
@@ -159,7 +165,7 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
     partial.replace(path)
 
 
-def _write_render_mesh(mesh, path: Path) -> None:
+def write_render_mesh(mesh, path: Path) -> None:
     """The renderer's input: y-up vertices, triangles and, when the mesh has any, per-vertex colours."""
     arrays = {"vertices": mesh.vertices.astype(np.float32), "faces": mesh.faces.astype(np.int32)}
     visual = mesh.visual
@@ -252,11 +258,11 @@ def _render_images(render_dir: Path, background: tuple[int, int, int] | None) ->
             "fov_deg": camera["fov_deg"],
             "cam_to_world": np.asarray(camera["cam_to_world"], dtype=np.float32).ravel().tolist(),
         }
-        images.append((_composite(path, background), view))
+        images.append((composite_render(path, background), view))
     return images
 
 
-def _composite(path: Path, background: tuple[int, int, int] | None) -> dict:
+def composite_render(path: Path, background: tuple[int, int, int] | None) -> dict:
     """Renders are RGBA on a transparent film; flatten them onto the background colour unless it is None."""
     if background is None:
         return {"bytes": path.read_bytes(), "path": path.name}
@@ -301,4 +307,15 @@ def build_to_folder(
     return folder, result
 
 
-__all__ = ["GEOMETRY_VERSION", "BuildResult", "BuildSettings", "build_dataset", "build_to_folder", "settings_summary"]
+__all__ = [
+    "GEOMETRY_VERSION",
+    "BuildResult",
+    "BuildSettings",
+    "build_dataset",
+    "build_to_folder",
+    "composite_render",
+    "mesh_file_key",
+    "render_cache_dir",
+    "settings_summary",
+    "write_render_mesh",
+]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CorruptIndexError, InvalidInputError
+from ..errors import CorruptIndexError, InvalidInputError, MeshLoadError
 
 ASSETS_DIR = "assets"
 ASSET_NAME = re.compile(r"assets/[0-9a-f]{64}\.(png|glb)")
@@ -69,13 +69,23 @@ def copy_assets(names: Iterable[str], source_root: Path, target_root: Path) -> N
 
 def mesh_glb(mesh_file: str | Path | None, cloud: np.ndarray) -> bytes:
     """A GLB of the mesh in ``mesh_file`` when it holds faces, else of the point cloud (what a 3D viewer shows)."""
+    return shape_glb(mesh_file, cloud)[0]
+
+
+def shape_glb(mesh_file: str | Path | None, cloud: np.ndarray) -> tuple[bytes, str | None]:
+    """:func:`mesh_glb`, and why a file given holds no mesh (the reason, when the GLB is of the cloud instead)."""
     import trimesh
 
+    from ..geometry import load_mesh
+
     if mesh_file is not None:
-        loaded = trimesh.load(mesh_file, force="mesh")
-        if isinstance(loaded, trimesh.Trimesh) and len(loaded.faces):
-            return loaded.export(file_type="glb")
-    return trimesh.PointCloud(np.asarray(cloud, np.float32)[:, :3]).export(file_type="glb")
+        try:
+            return load_mesh(mesh_file).export(file_type="glb"), None
+        except MeshLoadError as error:  # unreadable, or no faces (a point cloud PLY): the cloud is what there is
+            reason = str(error)
+    else:
+        reason = None
+    return trimesh.PointCloud(np.asarray(cloud, np.float32)[:, :3]).export(file_type="glb"), reason
 
 
 def image_png(image) -> bytes:
@@ -88,4 +98,13 @@ def image_png(image) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["ASSETS_DIR", "asset_file", "copy_assets", "image_png", "is_asset_name", "mesh_glb", "store_asset"]
+__all__ = [
+    "ASSETS_DIR",
+    "asset_file",
+    "copy_assets",
+    "image_png",
+    "is_asset_name",
+    "mesh_glb",
+    "shape_glb",
+    "store_asset",
+]

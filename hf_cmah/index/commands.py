@@ -24,7 +24,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     build.add_argument("--no-embeddings", action="store_true", help="store codes only (no float re-ranking)")
     build.add_argument(
-        "--assets", action="store_true", help="also store each shape's mesh (GLB) and thumbnail (PNG) in the index"
+        "--assets",
+        action="store_true",
+        help="also store each shape's mesh (GLB) and thumbnail (PNG: a built dataset's image, else a Blender render)",
+    )
+    build.add_argument(
+        "--no-thumbnails", action="store_true", help="with --assets: render no thumbnails (no Blender needed)"
+    )
+    build.add_argument("--thumbnail-size", type=int, default=256, help="rendered thumbnails' width and height, px")
+    build.add_argument("--blender", default=None, help="Blender executable or Python with bpy for the thumbnails")
+    build.add_argument(
+        "--mesh-root",
+        help="with a built dataset: the folder its mesh_path values start from, e.g. the LIBRARY it was built from "
+        "(default: the current folder); meshes not found there are stored as their point clouds",
     )
     build.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
     build.set_defaults(handler=run_build)
@@ -72,24 +84,50 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from ..errors import InvalidInputError
     from .encoding import build_index, load_retriever
 
+    library = _library(args.library, args.split)
+    if args.mesh_root and isinstance(library, str):
+        raise InvalidInputError(f"--mesh-root: {args.library} is a mesh folder, not a built dataset")
     model, processor = load_retriever(args.model)
     index, failures = build_index(
         model,
-        _library(args.library, args.split),
+        library,
         args.out,
         processor=processor,
         device=args.device,
         batch_size=args.batch_size,
         with_embeddings=not args.no_embeddings,
         with_assets=args.assets,
+        with_thumbnails=not args.no_thumbnails,
+        thumbnail_size=args.thumbnail_size,
+        blender=args.blender,
+        mesh_root=args.mesh_root,
         strict=args.strict,
     )
     print(f"indexed {len(index)} shapes ({index.code_bits}-bit codes) into {args.out}")
+    _report_asset_notes(index, args.mesh_root)
     for shape_id, message in failures:
         print(f"skipped {shape_id}: {message}")
     return 1 if failures else 0
+
+
+def _report_asset_notes(index, mesh_root: str | None) -> None:
+    """One line per kind of asset note: how many shapes have it and which (the first few)."""
+    from pathlib import Path
+
+    from .encoding import MESH_NOT_FOUND_NOTE
+
+    groups: dict[str, list[str]] = {}
+    for shape_id, note in zip(index.shape_ids, index.metadata.column("asset_note").to_pylist()):
+        if note:
+            groups.setdefault(note, []).append(shape_id)
+    for note, shape_ids in sorted(groups.items(), key=lambda group: -len(group[1])):
+        shown = ", ".join(shape_ids[:3]) + (", …" if len(shape_ids) > 3 else "")
+        print(f"{len(shape_ids)} shape{'s' if len(shape_ids) > 1 else ''}: {note} ({shown})")
+    if MESH_NOT_FOUND_NOTE in groups:
+        print(f"  (mesh_path looked for under {Path(mesh_root or '.').resolve()}; --mesh-root sets that folder)")
 
 
 def _library(path: str, splits: list[str] | None):

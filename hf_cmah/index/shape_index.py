@@ -26,8 +26,9 @@ from .storage import FORMAT_NAME, FORMAT_VERSION, METADATA_COLUMNS, ModelFingerp
 @dataclass
 class SearchResult:
     """Per query, best first: shape ids, Hamming distances, cosine scores after re-ranking, and with
-    ``with_metadata=True`` each shape's stored ``{"label", "source", "thumbnail", "mesh"}`` (None where unknown;
-    thumbnail and mesh name assets of the index folder, see :meth:`ShapeIndex.asset_path`, or are plain paths)."""
+    ``with_metadata=True`` each shape's stored ``{"label", "source", "thumbnail", "mesh", "asset_note"}`` (None
+    where unknown; thumbnail and mesh name assets of the index folder, see :meth:`ShapeIndex.asset_path`, or are
+    plain paths; asset_note says why a shape's assets are less than its mesh and a render of it)."""
 
     ids: list[list[str]]
     distances: list[list[int]]
@@ -72,6 +73,7 @@ class ShapeIndex:
         sources: Sequence[str | None] | None = None,
         thumbnails: Sequence[str | None] | None = None,
         meshes: Sequence[str | None] | None = None,
+        asset_notes: Sequence[str | None] | None = None,
         embeddings: np.ndarray | None = None,
         fingerprint: ModelFingerprint | None = None,
     ) -> ShapeIndex:
@@ -86,6 +88,7 @@ class ShapeIndex:
             sources=sources,
             thumbnails=thumbnails,
             meshes=meshes,
+            asset_notes=asset_notes,
             embeddings=embeddings,
         )
         return empty
@@ -106,12 +109,14 @@ class ShapeIndex:
         sources: Sequence[str | None] | None = None,
         thumbnails: Sequence[str | None] | None = None,
         meshes: Sequence[str | None] | None = None,
+        asset_notes: Sequence[str | None] | None = None,
         embeddings: np.ndarray | None = None,
     ) -> None:
         """Add shapes; their ids must be new. Embeddings are needed when the index keeps them.
 
         ``thumbnails`` / ``meshes`` are paths kept as metadata, or names of assets already in
-        ``asset_root`` (``assets/<sha256>.png|glb``, as :func:`build_index` writes them).
+        ``asset_root`` (``assets/<sha256>.png|glb``, as :func:`build_index` writes them); ``asset_notes``
+        say why a shape has less (no thumbnail, a point cloud for a mesh).
         """
         import pyarrow as pa
 
@@ -122,7 +127,7 @@ class ShapeIndex:
         if len(shape_ids) != count:
             raise InvalidInputError(f"shape_ids: {len(shape_ids)} ids for {count} codes")
         embeddings = self._checked_embeddings(embeddings, count)
-        table = _metadata_table(shape_ids, labels, sources, thumbnails, meshes)
+        table = _metadata_table(shape_ids, labels, sources, thumbnails, meshes, asset_notes)
         metadata = pa.concat_tables([self.metadata, table]).combine_chunks()
         order = _sorted_unique_order(metadata.column("shape_id"))
         self.codes = np.concatenate([self.codes, packed])[order]

@@ -3,7 +3,7 @@
     DIR/manifest.json        format version, model fingerprint, code bits, embedding dim, count, sha256 of every file
     DIR/codes.u8             packed codes, uint8, row-major [count, code_bits / 8]
     DIR/embeds.f16.npy       optional float16 embeddings [count, dim], for re-ranking
-    DIR/metadata.parquet     shape_id (sorted, unique), label, source, thumbnail, mesh
+    DIR/metadata.parquet     shape_id (sorted, unique), label, source, thumbnail, mesh, asset_note
     DIR/assets/              optional thumbnails (PNG) and meshes (GLB), named by their sha256 (see assets.py)
 
 A folder is written complete into a hidden sibling and then renamed into place, so a
@@ -32,8 +32,9 @@ MANIFEST = "manifest.json"
 CODES_FILE = "codes.u8"
 EMBEDS_FILE = "embeds.f16.npy"
 METADATA_FILE = "metadata.parquet"
-# `mesh` came after format version 1's first folders; reading one without it adds the column, empty.
-METADATA_COLUMNS = ("shape_id", "label", "source", "thumbnail", "mesh")
+METADATA_COLUMNS = ("shape_id", "label", "source", "thumbnail", "mesh", "asset_note")
+# Columns that came after format version 1's first folders: reading a folder without them adds them, empty.
+LATER_COLUMNS = ("mesh", "asset_note")
 VOLATILE_CONFIG_KEYS = ("architectures", "auto_map", "transformers_version", "torch_dtype", "dtype")
 
 
@@ -218,10 +219,11 @@ def read_folder(path: Path) -> tuple[dict, np.ndarray, object, np.ndarray | None
     if codes.size != count * code_bytes:
         raise CorruptIndexError(f"{path / CODES_FILE}: {codes.size} bytes, the manifest says {count} × {code_bytes}")
     metadata = pq.read_table(path / METADATA_FILE).combine_chunks()  # one chunk: a search's id lookup is one take
-    if "mesh" not in metadata.column_names:
-        import pyarrow as pa
+    for column in LATER_COLUMNS:
+        if column not in metadata.column_names:
+            import pyarrow as pa
 
-        metadata = metadata.append_column("mesh", pa.nulls(metadata.num_rows, pa.string()))
+            metadata = metadata.append_column(column, pa.nulls(metadata.num_rows, pa.string()))
     if metadata.num_rows != count:
         raise CorruptIndexError(f"{path / METADATA_FILE}: {metadata.num_rows} rows, the manifest says {count}")
     # Only a listed (so verified) file counts: a stray one, e.g. left in a Hub repo by an earlier push, is not read.

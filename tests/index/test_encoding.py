@@ -6,36 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 from hf_cmah.errors import InvalidInputError, MeshLoadError
 from hf_cmah.index import ShapeIndex, build_index, commands, list_mesh_folder
 from hf_cmah.index.encoding import ShapeEncoder
-from hf_cmah.modeling import CMAHConfig, CMAHModel
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return CMAHModel(CMAHConfig.from_preset("cmah-tiny", code_bits=32))
-
-
-@pytest.fixture
-def library(tmp_path):
-    root = tmp_path / "library"
-    shapes = {
-        "chair/box": trimesh.creation.box(extents=(1, 2, 1)),
-        "chair/tall": trimesh.creation.box(extents=(1, 4, 1)),
-        "lamp/ball": trimesh.creation.icosphere(subdivisions=2),
-        "lamp/cone": trimesh.creation.cone(radius=1, height=2),
-        "table/cylinder": trimesh.creation.cylinder(radius=1, height=0.3),
-    }
-    for name, mesh in shapes.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        mesh.export(root / f"{name}.obj")
-    (root / "table" / "broken.obj").write_text("this is not a mesh\n")
-    return root
 
 
 def test_mesh_folder_listing(library):
@@ -124,34 +99,6 @@ def test_cli_build_info_and_search(model, library, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0].startswith("1\tlamp/cone\t0")
 
 
-@pytest.fixture
-def built_dataset():
-    """A dataset shaped like `hf-cmah data build` output: two view rows per shape, a ClassLabel, an unlabelled shape."""
-    import datasets
-
-    rng = np.random.default_rng(0)
-    features = datasets.Features(
-        {
-            "shape_id": datasets.Value("string"),
-            "label": datasets.ClassLabel(names=["chair", "lamp"]),
-            "points": datasets.Array2D(shape=(256, 3), dtype="float32"),
-            "mesh_path": datasets.Value("string"),
-        }
-    )
-    shapes = [("s3", 1), ("s1", 0), ("s2", -1), ("s0", 1), ("s4", 0)]
-    clouds = {shape_id: rng.normal(size=(256, 3)).astype(np.float32) for shape_id, _ in shapes}
-    rows = [(shape_id, label) for shape_id, label in shapes for _ in range(2)]  # a row per view
-    return datasets.Dataset.from_dict(
-        {
-            "shape_id": [shape_id for shape_id, _ in rows],
-            "label": [label for _, label in rows],
-            "points": [clouds[shape_id] for shape_id, _ in rows],
-            "mesh_path": [f"meshes/{shape_id}.off" for shape_id, _ in rows],
-        },
-        features=features,
-    )
-
-
 def test_build_from_a_built_dataset_resumes_and_encodes_its_points(model, built_dataset, tmp_path, monkeypatch):
     def build():
         return build_index(model, built_dataset, tmp_path / "index", batch_size=2, progress=False)
@@ -200,11 +147,14 @@ def test_assets_hold_each_shapes_mesh_and_thumbnail_and_follow_the_index(model, 
 
     from hf_cmah.errors import CorruptIndexError
 
-    index, _ = build_index(model, library, tmp_path / "meshes", batch_size=2, with_assets=True, progress=False)
+    index, _ = build_index(
+        model, library, tmp_path / "meshes", batch_size=2, with_assets=True, with_thumbnails=False, progress=False
+    )
     cone = index.metadata.column("mesh").to_pylist()[index.shape_ids.index("lamp/cone")]
     glb = trimesh.load(ShapeIndex.load(tmp_path / "meshes").asset_path(cone), force="mesh")
     assert len(glb.faces) == len(trimesh.load(library / "lamp" / "cone.obj").faces)
-    assert index.metadata.column("thumbnail").to_pylist() == [None] * 5  # a mesh folder has no images
+    assert index.metadata.column("thumbnail").to_pylist() == [None] * 5  # no images, none rendered
+    assert index.metadata.column("asset_note").to_pylist() == [None] * 5  # not asked for: nothing to say
 
     images = [Image.new("RGB", (8, 8), (20 * (row // 2),) * 3) for row in range(len(built_dataset))]
     image_column = datasets.Dataset.from_dict(

@@ -29,12 +29,6 @@ REPO_ID = "hf-cmah-tests/tiny-library"
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return CMAHModel(CMAHConfig.from_preset("cmah-tiny", code_bits=32))
-
-
 @pytest.fixture
 def saved_index(model, tmp_path):
     """Six shapes with embeddings; the first two have a thumbnail asset."""

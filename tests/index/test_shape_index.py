@@ -120,7 +120,13 @@ def test_results_carry_each_hits_metadata_on_request():
         number = int(shape_id.split("-")[1])
         thumbnail = None if number % 3 else f"/thumbs/{number}.png"
         label = ["chair", "table"][number % 2]
-        return {"label": label, "source": f"/library/{shape_id}.obj", "thumbnail": thumbnail, "mesh": None}
+        return {
+            "label": label,
+            "source": f"/library/{shape_id}.obj",
+            "thumbnail": thumbnail,
+            "mesh": None,
+            "asset_note": None,
+        }
 
     results = [
         index.search(codes[:3], k=5, with_metadata=True),
@@ -198,13 +204,18 @@ def test_save_load_round_trip(tmp_path):
     )
 
 
-def test_a_folder_from_before_the_mesh_column_loads(tmp_path):
+def test_a_folder_from_before_the_mesh_and_asset_note_columns_loads_and_takes_new_shapes(tmp_path):
     index, codes, _ = random_index(count=10)
     manifest = {"format": storage.FORMAT_NAME, "format_version": 1, "code_bits": 32, "count": 10}
-    storage.write_folder(tmp_path / "old", index.codes, index.metadata.drop_columns(["mesh"]), None, manifest)
+    old_metadata = index.metadata.drop_columns(["mesh", "asset_note"])
+    storage.write_folder(tmp_path / "old", index.codes, old_metadata, None, manifest)
     loaded = ShapeIndex.load(tmp_path / "old")
+    assert loaded.metadata.column_names == list(storage.METADATA_COLUMNS)
     assert loaded.metadata.column("mesh").to_pylist() == [None] * 10
-    assert loaded.search(codes[:2], k=3, with_metadata=True).metadata[0][0]["mesh"] is None
+    hit = loaded.search(codes[:2], k=3, with_metadata=True).metadata[0][0]
+    assert hit["mesh"] is None and hit["asset_note"] is None
+    loaded.add(codes[:1] ^ 0xFF, ["zz-new"], asset_notes=["no thumbnail: render failed"])
+    assert loaded.metadata.column("asset_note").to_pylist()[-1] == "no thumbnail: render failed"
 
 
 def test_crash_mid_save_leaves_the_old_index_loadable(tmp_path, monkeypatch):
