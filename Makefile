@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: env blender-env blender-addon test quickstart lint format clean
+.PHONY: env blender-env blender-addon browser test quickstart demo space lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,8 +44,39 @@ blender-addon: blender-env
 	.venv-blender/bin/python $(BLENDER_EXT) build --source-dir $(ADDON_SRC) --output-filepath $(ADDON_ZIP) --valid-tags $(BLENDER_TAGS)
 	.venv-blender/bin/python $(BLENDER_EXT) validate --valid-tags $(BLENDER_TAGS) $(ADDON_ZIP)
 
-test: env blender-env
+# Debian's chromium drives the web page's browser test (Playwright never downloads a browser here).
+CHROMIUM ?= /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update -q && apt-get install -y -q chromium
+
+browser: $(CHROMIUM)
+
+test: env blender-env browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The web demo on the quickstart's model and index (made by `make quickstart` when missing).
+QUICKSTART_OUT ?= runs/quickstart
+DEMO_PORT ?= 7860
+
+demo: env blender-env
+	test -f $(QUICKSTART_OUT)/index/manifest.json || $(PY) -m hf_cmah.quickstart --out $(QUICKSTART_OUT)
+	@echo "hf-cmah web demo: http://127.0.0.1:$(DEMO_PORT)/  (JSON API: /api/v1, docs: /api/docs; Ctrl-C stops it)"
+	$(VENV)/bin/hf-cmah serve --model $(QUICKSTART_OUT)/train/final --index $(QUICKSTART_OUT)/index \
+		--name quickstart --example $(QUICKSTART_OUT)/query.png --port $(DEMO_PORT)
+
+# A deployable Hugging Face Space: spaces_demo/ plus the package; SPACE_MODEL / SPACE_INDEX go into its header.
+SPACE_DIR ?= dist/space
+SPACE_MODEL ?=
+SPACE_INDEX ?=
+
+space:
+	rm -rf $(SPACE_DIR) && mkdir -p $(SPACE_DIR)
+	cp -r spaces_demo/. hf_cmah training pyproject.toml $(SPACE_DIR)/
+	find $(SPACE_DIR) -name __pycache__ -prune -exec rm -rf {} +
+	test -z "$(SPACE_MODEL)" || sed -i 's|^models: \[\].*|models: [$(SPACE_MODEL)]|' $(SPACE_DIR)/README.md
+	test -z "$(SPACE_INDEX)" || sed -i 's|^datasets: \[\]|datasets: [$(SPACE_INDEX)]|' $(SPACE_DIR)/README.md
+	@echo "Space folder: $(SPACE_DIR) (upload it: hf upload USER/SPACE $(SPACE_DIR) . --repo-type space)"
 
 quickstart: env blender-env
 	$(PY) -m hf_cmah.quickstart

@@ -8,11 +8,13 @@ from ``hf_cmah``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -87,11 +89,14 @@ def find_blender(explicit: str | None = None) -> list[str]:
     """The command that runs a Python script in Blender, as a list to which the script path is appended.
 
     Looked for in this order: ``explicit``, ``$HF_CMAH_BLENDER``, the project's
-    ``.venv-blender/bin/python`` (bpy as a module), then ``blender`` on ``PATH``.
+    ``.venv-blender/bin/python`` (bpy as a module), ``blender`` on ``PATH``, then this interpreter when
+    it has ``bpy`` itself.
     """
     candidates = [explicit, os.environ.get("HF_CMAH_BLENDER")]
     candidates += [str(Path(root) / ".venv-blender" / "bin" / "python") for root in _project_roots()]
     candidates.append(shutil.which("blender"))
+    if importlib.util.find_spec("bpy") is not None:  # bpy installed beside hf_cmah (a Space, one environment)
+        candidates.append(sys.executable)
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             if Path(candidate).name.startswith("blender"):

@@ -8,6 +8,7 @@ else in the lifespan; with none given, the quickstart's sample library is served
 
 from __future__ import annotations
 
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .libraries import LibraryRegistry
 from .middleware import AccessLogMiddleware, UploadLimitMiddleware
 from .routers import health, search, shapes
 from .sample import start_sample_build
-from .settings import ServiceSettings
+from .settings import ServiceSettings, libraries_from_env, read_token
 from .ui import SessionFiles, build_ui
 
 
@@ -79,4 +80,11 @@ def create_app(
     return app
 
 
-__all__ = ["create_app"]
+def app_from_env() -> FastAPI:
+    """The app of ``HF_CMAH_MODEL`` / ``HF_CMAH_INDEX`` (and ``HF_CMAH_TOKEN`` for writes with
+    ``HF_CMAH_ALLOW_WRITES=1``): a factory for ``uvicorn --factory hf_cmah.service.app:app_from_env``."""
+    allow_writes = os.environ.get("HF_CMAH_ALLOW_WRITES", "") == "1"
+    return create_app(ServiceSettings(libraries_from_env(), allow_writes=allow_writes, token=read_token(None)))
+
+
+__all__ = ["app_from_env", "create_app"]

@@ -25,7 +25,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body accepted")
     serve.add_argument("--max-image-megapixels", type=float, default=64.0, help="largest query image accepted")
     serve.add_argument("--workers", type=int, default=2, help="inference threads")
-    serve.add_argument("--queue-size", type=int, default=16, help="requests waiting beyond the workers before 503")
+    serve.add_argument("--queue-size", type=int, default=32, help="requests waiting beyond the workers before 503")
     serve.add_argument(
         "--torch-threads", type=int, default=None, help="torch intra-op threads (default: cores / workers)"
     )

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import CorruptIndexError, HFCMAHError, IncompatibleIndexError, InvalidInputError
 
 logger = logging.getLogger("hf_cmah.service")
-FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
+FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?):")
 
 
 class ServiceError(HFCMAHError):

@@ -45,7 +45,7 @@ class ServiceSettings:
     max_upload_mb: float = 20.0
     max_image_pixels: int = MAX_IMAGE_PIXELS
     workers: int = 2
-    queue_size: int = 16
+    queue_size: int = 32
     torch_threads: int | None = None
     examples: tuple[str, ...] = field(default=())
 

@@ -1,20 +1,13 @@
 """A small real library for the service and the Blender add-on tests, and a real `hf-cmah serve` to query.
 
 ``build_sample_library`` writes nine meshes (procedural chairs, tables, … and a box, "box/crate"),
-indexes them with their GLBs and Blender-rendered thumbnails, trains a smaller-than-tiny CMAH
-model until every thumbnail's nearest shape code is its own shape, and indexes them again with
-that model. ~1 minute on 2 cores, made once per test session.
+indexes them with their GLBs and Blender-rendered thumbnails, fits the hash heads of a
+smaller-than-tiny CMAH model until every thumbnail's nearest shape code is its own shape's, and
+indexes them again with that model. Made once per test session.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +19,10 @@ from hf_cmah import CMAHConfig, CMAHModel, CMAHProcessor, hamming_distance, pack
 from hf_cmah.data.builders.procedural import make_shape
 from hf_cmah.geometry import load_points
 from hf_cmah.index import build_index
+from hf_cmah.service.process import ServiceProcess
 
 CATEGORIES = ("chair", "table", "lamp", "mug", "bottle", "airplane", "car", "sofa")
 BOX_ID = "box/crate"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -70,29 +63,35 @@ def write_meshes(library_dir: Path) -> list[str]:
     return sorted([f"{category}/{category}_0" for category in CATEGORIES] + [BOX_ID])
 
 
-def train_until_paired(
-    model: CMAHModel, processor: CMAHProcessor, images: list, clouds: list, steps: int = 600
-) -> None:
-    """Fit ``model`` until every image's nearest shape code is its own shape's, twice in a row."""
+def fit_hash_heads(model: CMAHModel, processor: CMAHProcessor, images: list, clouds: list, steps: int = 1500) -> None:
+    """Fit the two hash heads on frozen encoder features until every image's nearest shape code (Hamming) is
+    its own shape's: the encoders run once, so this takes seconds where training the whole model takes minutes."""
+    from hf_cmah.losses import info_nce_loss
+
     pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
     points = processor(points=clouds, return_tensors="pt")["points"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
-    in_a_row = 0
-    for step in range(1, steps + 1):
-        model.train()
-        loss = model(pixel_values, points).loss
+    with torch.no_grad():
+        image_hidden = model.image_encoder(model.image_embeddings(pixel_values)[0])
+        neighbourhoods, centres = model.point_embeddings.grouper(points)
+        point_hidden = model.point_encoder(model.point_embeddings(neighbourhoods, centres)[0])
+    heads = [*model.image_hash_head.parameters(), *model.point_hash_head.parameters()]
+    optimizer = torch.optim.AdamW(heads, lr=3e-3)
+    for step in range(steps):
+        image_logits, point_logits = model.image_hash_head(image_hidden), model.point_hash_head(point_hidden)
+        loss = info_nce_loss(
+            torch.nn.functional.normalize(torch.tanh(image_logits), dim=-1),
+            torch.nn.functional.normalize(torch.tanh(point_logits), dim=-1),
+            0.1,
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % 25 == 0:
-            model.eval()
+        if step % 50 == 49:
             with torch.no_grad():
-                distances = hamming_distance(
-                    pack_codes(model.get_image_codes(pixel_values)), pack_codes(model.get_shape_codes(points))
-                )
+                image_codes, shape_codes = model.get_image_codes(pixel_values), model.get_shape_codes(points)
+            distances = hamming_distance(pack_codes(image_codes), pack_codes(shape_codes))
             others = distances + np.eye(len(distances), dtype=np.int32) * (model.config.code_bits + 1)
-            in_a_row = in_a_row + 1 if (distances.diagonal() < others.min(axis=1)).all() else 0
-            if in_a_row == 2:
+            if (distances.diagonal() + 2 <= others.min(axis=1)).all():  # own shape first, by a margin of 2 bits
                 return
     raise AssertionError(f"the sample model did not pair its {len(images)} thumbnails with their shapes")
 
@@ -114,7 +113,7 @@ def build_sample_library(root: Path, code_bits: int = 32) -> SampleLibrary:
         load_points(library_dir / f"{shape_id}.obj", processor.num_points, seed=processor.seed)
         for shape_id in shape_ids
     ]
-    train_until_paired(model, processor, [thumbnails[shape_id] for shape_id in shape_ids], clouds)
+    fit_hash_heads(model, processor, [thumbnails[shape_id] for shape_id in shape_ids], clouds)
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
     index, failures = build_index(model.eval(), library_dir, index_dir, with_assets=True, progress=False)
@@ -125,55 +124,4 @@ def build_sample_library(root: Path, code_bits: int = 32) -> SampleLibrary:
     return SampleLibrary(root, library_dir, model_dir, index_dir, query_image, query_id, tuple(shape_ids))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class ServiceProcess:
-    """`hf-cmah serve ARGS` on a free 127.0.0.1 port in a subprocess; ``url`` once /healthz answers."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None, startup_timeout: float = 120.0):
-        self.args = list(args)
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
-        self.startup_timeout = startup_timeout
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-        self.log_path: Path | None = None
-
-    def __enter__(self) -> ServiceProcess:
-        import tempfile
-
-        self.log_path = Path(tempfile.mkstemp(prefix="hf-cmah-serve-", suffix=".log")[1])
-        command = [sys.executable, "-m", "hf_cmah.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [*command, *self.args], stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO_ROOT
-            )
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"hf-cmah serve exited with {self.process.returncode}:\n{self.log()}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return self
-            time.sleep(0.3)
-        self.__exit__(None, None, None)
-        raise RuntimeError(f"hf-cmah serve did not answer within {self.startup_timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
-
-    def __exit__(self, *exc) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-__all__ = ["BOX_ID", "SampleLibrary", "ServiceProcess", "build_sample_library", "free_port", "mini_config"]
+__all__ = ["BOX_ID", "SampleLibrary", "ServiceProcess", "build_sample_library", "mini_config"]

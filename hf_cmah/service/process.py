@@ -1,0 +1,76 @@
+"""`hf-cmah serve` as a child process on a free loopback port: for tests, benchmarks and local tools.
+
+The child runs the real command line; ``__enter__`` returns once ``/healthz`` answers (or
+raises with the child's log), ``__exit__`` stops it (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServiceProcess:
+    """`hf-cmah serve ARGS` on a free 127.0.0.1 port in a subprocess; ``url`` once /healthz answers."""
+
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        startup_timeout: float = 120.0,
+        cwd: str | Path | None = None,
+    ):
+        self.args = list(args)
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+        self.startup_timeout = startup_timeout
+        self.cwd = cwd
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+
+    def __enter__(self) -> ServiceProcess:
+        self.log_path = Path(tempfile.mkstemp(prefix="hf-cmah-serve-", suffix=".log")[1])
+        command = [sys.executable, "-m", "hf_cmah.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [*command, *self.args], stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"hf-cmah serve exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return self
+            time.sleep(0.3)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"hf-cmah serve did not answer within {self.startup_timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def __exit__(self, *exc) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+__all__ = ["ServiceProcess", "free_port"]
