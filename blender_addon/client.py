@@ -70,7 +70,6 @@ class ServiceInfo:
     version: str
     default_model: str
     writes: bool
-    max_upload_mb: float
     models: tuple[ModelInfo, ...]
 
 
@@ -180,7 +179,7 @@ def encode_multipart(fields: list[tuple[str, str]], files: list[tuple[str, str, 
 
 
 def _quote_header(value: str) -> str:
-    """Quotes a header parameter as browsers do (RFC 7578 §4.2): the service's parser expects the same."""
+    """Quotes a header parameter as browsers do (RFC 7578 §4.2), so any file or id name survives the trip."""
     return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
@@ -221,7 +220,6 @@ class ServiceClient:
                 version=str(answer.get("version", "")),
                 default_model=str(answer.get("default_model") or (models[0].name if models else "")),
                 writes=bool(answer.get("writes", False)),
-                max_upload_mb=float(answer.get("max_upload_mb", 0)),
                 models=models,
             )
         except (KeyError, TypeError, ValueError) as error:
@@ -236,9 +234,6 @@ class ServiceClient:
         """Shape → shape search with a mesh or point file; the suffix tells the service its format."""
         check_shape_file(path)
         return self._search("shape", Path(path), "application/octet-stream", k=k, model=model, rerank=rerank)
-
-    def shape(self, shape_id: str, *, model: str = "") -> dict:
-        return self._json("GET", shape_path(shape_id) + _model_query(model), action=f"looking up shape {shape_id!r}")
 
     def add_shapes(
         self, paths: list[Path], *, shape_ids: list[str], labels: list[str] | None = None, model: str = ""
@@ -262,9 +257,6 @@ class ServiceClient:
         if not isinstance(answer.get("added"), list):
             raise self._bad_answer(f"{API}/shapes", answer, KeyError("added"))
         return answer
-
-    def delete_shape(self, shape_id: str, *, model: str = "") -> dict:
-        return self._json("DELETE", shape_path(shape_id) + _model_query(model), action=f"deleting shape {shape_id!r}")
 
     def download(self, url: str, destination: Path) -> Path:
         """Fetches a service URL (a result's thumbnail or mesh) into ``destination`` atomically."""
@@ -421,10 +413,6 @@ class ServiceClient:
             f"is it an hf-cmah service of a compatible version? Got {str(answer)[:200]}",
             code="bad_answer",
         )
-
-
-def _model_query(model: str) -> str:
-    return f"?{urllib.parse.urlencode({'model': model})}" if model else ""
 
 
 def _seconds(value: str | None) -> float | None:

@@ -33,12 +33,14 @@ class SHAPESEARCH_PT_panel(bpy.types.Panel):
         row.operator("shape_search.refresh_models", text="", icon="FILE_REFRESH")
         column = layout.column(align=True)
         column.prop_search(state, "model", state, "models", text="Model", icon="NETWORK_DRIVE")
-        if state.model in state.models:
-            model = state.models[state.model]
+        model = state.models.get(state.model)
+        if model is not None:
             column.label(text=f"{model.code_bits}-bit codes · {model.shapes} shapes")
         row = column.row(align=True)
         row.prop(state, "k")
-        row.prop(state, "rerank")
+        rerank = row.row(align=True)
+        rerank.enabled = model is None or model.rerank
+        rerank.prop(state, "rerank")
 
         box = layout.box()
         box.row().prop(state, "image_source", expand=True)
@@ -63,10 +65,13 @@ class SHAPESEARCH_PT_panel(bpy.types.Panel):
         box = layout.box()
         box.label(text="Library", icon="ASSET_MANAGER")
         box.prop(state, "add_label")
+        read_only = bool(state.service_version) and not state.writes
         row = box.row()
-        row.enabled = bool(prefs.token)
+        row.enabled = bool(prefs.token) and not read_only
         row.operator("shape_search.add_selected", icon="ADD")
-        if not prefs.token:
+        if read_only:
+            box.label(text="This service runs without --allow-writes.", icon="LOCKED")
+        elif not prefs.token:
             box.label(text="Set the token in the preferences to add shapes.", icon="LOCKED")
 
 

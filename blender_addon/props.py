@@ -22,6 +22,7 @@ class SHAPESEARCH_PG_model(bpy.types.PropertyGroup):
 
     code_bits: IntProperty(name="Code Bits")
     shapes: IntProperty(name="Shapes")
+    rerank: BoolProperty(name="Rerank", description="Whether the service can rerank this model's hits by cosine")
 
 
 class SHAPESEARCH_PG_result(bpy.types.PropertyGroup):
@@ -59,6 +60,8 @@ class SHAPESEARCH_PG_state(bpy.types.PropertyGroup):
         min=0,
         max=1000,
     )
+    service_version: StringProperty(name="Service Version", description="Empty until the service has answered")
+    writes: BoolProperty(name="Writes", description="Whether the service accepts new shapes (--allow-writes)")
     results: CollectionProperty(type=SHAPESEARCH_PG_result)
     summary: StringProperty(name="Summary", description="What the last search was")
     status: StringProperty(name="Status")

@@ -164,11 +164,13 @@ def _on_info(context, state, info: ServiceInfo) -> None:
         entry.name = model.name
         entry.code_bits = model.code_bits or 0
         entry.shapes = model.shapes
+        entry.rerank = model.rerank
+    state.service_version, state.writes = info.version or "?", info.writes
     if state.model not in state.models:
         state.model = info.default_model
     if not busy("search"):
         shapes = sum(model.shapes for model in info.models)
-        set_status(state, f"Connected: {len(info.models)} model(s), {shapes} shapes", "INFO")
+        set_status(state, f"Connected to hf-cmah {info.version}: {len(info.models)} model(s), {shapes} shapes", "INFO")
 
 
 def _on_results(context, state, result: SearchResult) -> None:
