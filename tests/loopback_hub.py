@@ -1,13 +1,16 @@
-"""A loopback stand-in for the Hub: the endpoints `create_repo`, `list_repo_files` and commits use (no network)."""
+"""The Hub without a network: a loopback stand-in for the endpoints `create_repo`, `list_repo_files` and commits
+use, and :func:`cached_snapshot`, which lays a folder out as a repo in an offline Hub cache."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 class LoopbackHub(BaseHTTPRequestHandler):
@@ -77,3 +80,14 @@ def loopback_hub() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def cached_snapshot(hub_dir: Path, repo_type: str, repo_id: str, folder: Path, commit: str) -> Path:
+    """Copy ``folder`` into ``hub_dir`` (``$HF_HOME/hub``) as ``repo_id``'s snapshot at ``commit``, with refs/main,
+    the layout huggingface_hub reads with ``HF_HUB_OFFLINE=1``; returns the snapshot folder."""
+    repo = Path(hub_dir) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(folder, snapshot)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot

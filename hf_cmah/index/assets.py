@@ -67,13 +67,9 @@ def copy_assets(names: Iterable[str], source_root: Path, target_root: Path) -> N
             shutil.copyfile(source, target)
 
 
-def mesh_glb(mesh_file: str | Path | None, cloud: np.ndarray) -> bytes:
-    """A GLB of the mesh in ``mesh_file`` when it holds faces, else of the point cloud (what a 3D viewer shows)."""
-    return shape_glb(mesh_file, cloud)[0]
-
-
 def shape_glb(mesh_file: str | Path | None, cloud: np.ndarray) -> tuple[bytes, str | None]:
-    """:func:`mesh_glb`, and why a file given holds no mesh (the reason, when the GLB is of the cloud instead)."""
+    """A GLB of the mesh in ``mesh_file`` when it holds faces, else of the point cloud (what a 3D viewer shows),
+    and why a file given holds no mesh (the reason, when the GLB is of the cloud instead)."""
     import trimesh
 
     from ..geometry import load_mesh
@@ -104,7 +100,6 @@ __all__ = [
     "copy_assets",
     "image_png",
     "is_asset_name",
-    "mesh_glb",
     "shape_glb",
     "store_asset",
 ]

@@ -184,9 +184,20 @@ def _swap_into_place(temp: Path, path: Path) -> None:
     shutil.rmtree(old)
 
 
+def recover_interrupted_save(path: Path) -> None:
+    """A save killed between its two renames leaves nothing at ``path`` and the previous index beside it
+    (``.<name>.old-*``, complete): put that back, so the folder loads as it was before the save."""
+    if path.exists():
+        return
+    previous = [old for old in path.parent.glob(f".{path.name}.old-*") if (old / MANIFEST).is_file()]
+    if previous:
+        os.rename(max(previous, key=lambda old: old.stat().st_mtime), path)
+
+
 def read_manifest(path: Path) -> dict:
     """Read and verify ``manifest.json`` and the sha256 of every file it lists."""
     path = Path(path)
+    recover_interrupted_save(path)
     manifest_file = path / MANIFEST
     if not manifest_file.is_file():
         raise FileNotFoundError(f"{path}: not a ShapeIndex folder (no {MANIFEST})")

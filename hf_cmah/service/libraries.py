@@ -18,10 +18,10 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..index import ShapeIndex, load_retriever
-from ..index.assets import mesh_glb, store_asset
+from ..index.assets import shape_glb, store_asset
 from .errors import ConflictError, NotFoundError, NotReadyError
 from .settings import LibrarySpec
-from .uploads import Upload, read_shape_file, saved_upload
+from .uploads import Upload, read_shape_file, saved_uploads
 
 logger = logging.getLogger("hf_cmah.service")
 ASSET_KINDS = ("thumbnail", "mesh")
@@ -71,32 +71,51 @@ class Library:
                 return self.index.asset_path(name)
 
     def add_shapes(self, uploads: list[Upload]) -> list[str]:
-        """Encode uploaded meshes and add them under their ids; the index is saved before it is searched."""
+        """Encode uploaded meshes and add them under their ids, each with its GLB and, where a Blender renders
+        on this server, a thumbnail like the library's own; the index is saved before it is searched."""
         encoder = self.index.encoder
-        clouds, meshes = [], []
-        for upload in uploads:
-            with saved_upload(upload) as path:
-                cloud = read_shape_file(path, upload, encoder.processor.num_points, encoder.processor.seed)
-                clouds.append(cloud)
-                meshes.append(mesh_glb(path, cloud))
-        codes, embeds = encoder.encode_shapes(clouds)
-        with self.write_lock:
-            current = self.index
-            _check_new_ids(current, [upload.shape_id for upload in uploads])
-            names = [store_asset(self.index_dir, glb, ".glb") for glb in meshes]
-            updated = copy.copy(current)
-            updated.add(
-                codes,
-                [upload.shape_id for upload in uploads],
-                labels=[upload.label for upload in uploads],
-                sources=[f"upload:{upload.filename}" for upload in uploads],
-                meshes=names,
-                embeddings=embeds if current.embeddings is not None else None,
-            )
-            updated.save(self.index_dir)
-            self.index = updated
+        with saved_uploads(uploads) as paths:
+            clouds = [
+                read_shape_file(path, upload, encoder.processor.num_points, encoder.processor.seed)
+                for path, upload in zip(paths, uploads)
+            ]
+            codes, embeds = encoder.encode_shapes(clouds)
+            glbs = [shape_glb(path, cloud) for path, cloud in zip(paths, clouds)]
+            with self.write_lock:
+                current = self.index
+                _check_new_ids(current, [upload.shape_id for upload in uploads])
+                thumbnails, notes = self._thumbnails(uploads, paths, [reason for _, reason in glbs])
+                updated = copy.copy(current)
+                updated.add(
+                    codes,
+                    [upload.shape_id for upload in uploads],
+                    labels=[upload.label for upload in uploads],
+                    sources=[f"upload:{upload.filename}" for upload in uploads],
+                    thumbnails=thumbnails,
+                    meshes=[store_asset(self.index_dir, glb, ".glb") for glb, _ in glbs],
+                    asset_notes=notes,
+                    embeddings=embeds if current.embeddings is not None else None,
+                )
+                updated.save(self.index_dir)
+                self.index = updated
         logger.info("library %s: added %d shapes, now %d", self.name, len(uploads), len(updated))
         return [upload.shape_id for upload in uploads]
+
+    def _thumbnails(self, uploads: list[Upload], paths: list[Path], mesh_notes: list[str | None]):
+        """Rendered thumbnails (asset names) of the uploads that are meshes, and a note where there is none."""
+        from ..errors import ConfigError
+        from ..index.thumbnails import check_renderer, render_thumbnails
+
+        meshes = {upload.shape_id: path for upload, path, note in zip(uploads, paths, mesh_notes) if note is None}
+        try:
+            check_renderer()
+            names, notes = render_thumbnails(meshes, self.index_dir, progress=False) if meshes else ({}, {})
+        except ConfigError:
+            names, notes = {}, dict.fromkeys(meshes, "no thumbnail: no Blender on the server to render one")
+        for upload, note in zip(uploads, mesh_notes):
+            if note is not None:
+                notes[upload.shape_id] = f"no thumbnail, the GLB holds its points: {note}"
+        return [names.get(upload.shape_id) for upload in uploads], [notes.get(upload.shape_id) for upload in uploads]
 
     def remove_shape(self, shape_id: str) -> None:
         with self.write_lock:

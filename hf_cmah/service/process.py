@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +25,12 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """`hf-cmah serve ARGS` on a free 127.0.0.1 port in a subprocess; ``url`` once /healthz answers."""
+    """`hf-cmah serve ARGS` on a free 127.0.0.1 port in a subprocess; ``url`` once /healthz answers.
+
+    ``command`` runs another entry point instead (the Space's ``app.py``), told the port and host by
+    ``$PORT`` and ``$HF_CMAH_HOST``. The child leads its own process group, so stopping it also stops
+    what it started (a Blender render of a sample-library build).
+    """
 
     def __init__(
         self,
@@ -32,22 +38,30 @@ class ServiceProcess:
         env: dict[str, str] | None = None,
         startup_timeout: float = 120.0,
         cwd: str | Path | None = None,
+        command: list[str] | None = None,
     ):
-        self.args = list(args)
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
-        self.startup_timeout = startup_timeout
-        self.cwd = cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        serve = [sys.executable, "-m", "hf_cmah.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.command = [*(command or serve), *args]
+        self.env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "PORT": str(self.port),
+            "HF_CMAH_HOST": "127.0.0.1",
+            **(env or {}),
+        }
+        self.startup_timeout = startup_timeout
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
 
     def __enter__(self) -> ServiceProcess:
         self.log_path = Path(tempfile.mkstemp(prefix="hf-cmah-serve-", suffix=".log")[1])
-        command = [sys.executable, "-m", "hf_cmah.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [*command, *self.args], stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd, start_new_session=True
             )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -64,13 +78,15 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def __exit__(self, *exc) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=15)
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the group (a child it started)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 __all__ = ["ServiceProcess", "free_port"]

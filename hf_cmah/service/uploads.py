@@ -37,8 +37,17 @@ def read_image(upload: Upload, max_pixels: int):
 
 
 @contextmanager
-def saved_upload(upload: Upload) -> Iterator[Path]:
-    """The upload written to a temporary file with its (checked) suffix; removed afterwards."""
+def saved_uploads(uploads: list[Upload]) -> Iterator[list[Path]]:
+    """The uploads written to temporary files with their (checked) suffixes, in order; removed afterwards."""
+    suffixes = [_checked_suffix(upload) for upload in uploads]
+    with tempfile.TemporaryDirectory(prefix="hf-cmah-upload-") as folder:
+        paths = [Path(folder) / f"upload-{number}{suffix}" for number, suffix in enumerate(suffixes)]
+        for path, upload in zip(paths, uploads):
+            path.write_bytes(upload.data)
+        yield paths
+
+
+def _checked_suffix(upload: Upload) -> str:
     suffix = Path(upload.filename or "").suffix.lower()
     if suffix not in SHAPE_SUFFIXES:
         raise InvalidInputError(
@@ -47,10 +56,7 @@ def saved_upload(upload: Upload) -> Iterator[Path]:
         )
     if not upload.data:
         raise InvalidInputError(f"{upload.field}: {upload.filename} is empty")
-    with tempfile.TemporaryDirectory(prefix="hf-cmah-upload-") as folder:
-        path = Path(folder) / f"upload{suffix}"
-        path.write_bytes(upload.data)
-        yield path
+    return suffix
 
 
 def read_shape_file(path: Path, upload: Upload, num_points: int, seed: int) -> np.ndarray:
@@ -63,7 +69,7 @@ def read_shape_file(path: Path, upload: Upload, num_points: int, seed: int) -> n
 
 
 def read_shape(upload: Upload, num_points: int, seed: int) -> np.ndarray:
-    with saved_upload(upload) as path:
+    with saved_uploads([upload]) as (path,):
         return read_shape_file(path, upload, num_points, seed)
 
 
@@ -87,5 +93,5 @@ __all__ = [
     "read_image",
     "read_shape",
     "read_shape_file",
-    "saved_upload",
+    "saved_uploads",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,7 @@ from hf_cmah.index import ModelFingerprint, ShapeIndex
 from hf_cmah.index.assets import image_png, store_asset
 from hf_cmah.modeling import CMAHConfig, CMAHModel
 from tests.conftest import REPO_ROOT
-from tests.loopback_hub import LoopbackHub, loopback_hub
+from tests.loopback_hub import LoopbackHub, cached_snapshot, loopback_hub
 
 REPO_ID = "hf-cmah-tests/tiny-library"
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
@@ -65,11 +64,8 @@ def test_from_pretrained_loads_a_local_folder_with_a_card_and_checks_the_model(m
 
 def test_from_pretrained_reads_a_dataset_repo_from_an_offline_hub_cache(saved_index, tmp_path):
     """HF_HOME holds `datasets--org--name/snapshots/<rev>` + refs/main; HF_HUB_OFFLINE=1 reaches no network."""
-    snapshot = tmp_path / "home" / "hub" / f"datasets--{REPO_ID.replace('/', '--')}" / "snapshots" / COMMIT
-    shutil.copytree(saved_index, snapshot)
+    snapshot = cached_snapshot(tmp_path / "home" / "hub", "dataset", REPO_ID, saved_index, COMMIT)
     (snapshot / "README.md").write_text("---\nlicense: other\n---\n")
-    (snapshot.parents[1] / "refs").mkdir()
-    (snapshot.parents[1] / "refs" / "main").write_text(COMMIT)
     code = textwrap.dedent(f"""
         import json
         from hf_cmah.errors import InvalidInputError

@@ -1,6 +1,7 @@
 """ShapeIndex: search order and ties, add/remove, save/load, atomic save, refusals, corruption."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -231,6 +232,26 @@ def test_crash_mid_save_leaves_the_old_index_loadable(tmp_path, monkeypatch):
         new.save(tmp_path / "lib")
     assert ShapeIndex.load(tmp_path / "lib").shape_ids == old.shape_ids
     assert [path.name for path in tmp_path.iterdir()] == ["lib"]  # the half-written folder is gone
+
+
+def test_a_save_killed_between_its_renames_loads_the_previous_index(tmp_path, monkeypatch):
+    old, _, _ = random_index(seed=1)
+    old.save(tmp_path / "lib")
+    new, _, _ = random_index(seed=2)
+    renames, rename = [], os.rename
+
+    def rename_then_die(source, target):
+        renames.append((source, target))
+        if len(renames) == 2:  # the old folder is aside, the new one not yet in place: SIGKILL here
+            raise KeyboardInterrupt("killed between the renames")
+        rename(source, target)
+
+    monkeypatch.setattr(storage.os, "rename", rename_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        new.save(tmp_path / "lib")
+    monkeypatch.undo()
+    assert not (tmp_path / "lib").exists()
+    assert ShapeIndex.load(tmp_path / "lib").shape_ids == old.shape_ids
 
 
 @pytest.mark.parametrize("victim", ["codes.u8", "metadata.parquet", "embeds.f16.npy"])

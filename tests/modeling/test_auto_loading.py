@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from hf_cmah import CMAHConfig, CMAHModel, CMAHProcessor, pack_codes
 from tests.conftest import REPO_ROOT
+from tests.loopback_hub import cached_snapshot
 
 HUB_ID = "hf-cmah-tests/cmah-tiny"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -105,11 +105,7 @@ def _expected_line(saved_folder) -> str:
 
 def test_hub_style_id_from_offline_cache(saved_folder, tmp_path):
     """A pre-populated HF_HOME cache serves `org/name` with HF_HUB_OFFLINE=1 (no network)."""
-    snapshot = tmp_path / "hub" / f"models--{HUB_ID.replace('/', '--')}" / "snapshots" / COMMIT
-    shutil.copytree(saved_folder, snapshot)
-    refs = snapshot.parents[1] / "refs"
-    refs.mkdir()
-    (refs / "main").write_text(COMMIT)
+    cached_snapshot(tmp_path / "hub", "model", HUB_ID, saved_folder, COMMIT)
     env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     code = textwrap.dedent(f"""
         import hf_cmah

@@ -1,15 +1,10 @@
-"""One sample library (model + index with assets) per test session, and a read-only server on it."""
+"""A read-only server on the session's sample library (the ``sample_library`` fixture is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.service.fixtures import SampleLibrary, ServiceProcess, build_sample_library
-
-
-@pytest.fixture(scope="session")
-def sample_library(tmp_path_factory) -> SampleLibrary:
-    return build_sample_library(tmp_path_factory.mktemp("sample-library"))
+from tests.service.fixtures import ServiceProcess
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,16 @@ def test_gradio_client_gets_the_gallery_and_a_model3d_file(page_server, sample_l
         client.predict("no/such-shape", "index", api_name="/show_shape")
 
 
+def test_a_bad_upload_is_reported_in_the_page(page_server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(page_server.url, verbose=False)
+    broken = tmp_path / "broken.obj"
+    broken.write_text("this is not a mesh")
+    with pytest.raises(Exception, match=r"shape: broken\.obj: holds no faces"):
+        client.predict(handle_file(str(broken)), "index", 5, api_name="/search_shape")
+
+
 @pytest.mark.slow
 def test_the_page_in_chromium_searches_shows_the_gallery_and_the_3d_viewer(page_server, sample_library, tmp_path):
     from playwright.sync_api import sync_playwright

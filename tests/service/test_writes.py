@@ -78,6 +78,8 @@ def test_an_added_mesh_is_found_by_the_next_search_and_saved(sample_library, wri
         ]
         assert (hit["shape_id"], hit["distance"], hit["label"]) == ("torus", 0, "ring")
         assert client.get(hit["mesh_url"]).status_code == 200
+        thumbnail = client.get(hit["thumbnail_url"])  # rendered like the library's own thumbnails
+        assert thumbnail.status_code == 200 and thumbnail.content[:8] == b"\x89PNG\r\n\x1a\n"
         on_disk = ShapeIndex.load(writable_library)
         assert "torus" in on_disk.shape_ids and len(on_disk) == len(sample_library.shape_ids) + 1
         deleted = client.delete("/api/v1/shapes/torus", headers=auth)
