@@ -48,3 +48,11 @@ def tiny_model(tiny_config):
 
     torch.manual_seed(0)
     return CMAHModel(tiny_config).eval()
+
+
+@pytest.fixture(scope="session")
+def sample_library(tmp_path_factory):
+    """One sample library (model + index with assets, ~1 min) per session, for tests/service and tests/benchmarks."""
+    from tests.service.fixtures import build_sample_library
+
+    return build_sample_library(tmp_path_factory.mktemp("sample-library"))
