@@ -296,10 +296,15 @@ def scenario_blend_image(job: dict) -> dict:
 def scenario_shape_search(job: dict) -> dict:
     """ "Search with selected object": the active mesh goes out as GLB; the selection is left as it was."""
     configure(job)
-    bpy.ops.mesh.primitive_cube_add(size=2.0, location=(3.0, 0.0, 0.0))
-    cube = bpy.context.active_object
-    cube.scale = job.get("cube_scale", (1.0, 1.0, 1.0))
-    others = [o for o in bpy.context.scene.objects if o is not cube]
+    if "obj_file" in job:  # a mesh file brought in with Blender's own OBJ importer (y-up → z-up)
+        bpy.ops.wm.obj_import(filepath=job["obj_file"])
+        query = bpy.context.selected_objects[0]
+        bpy.context.view_layer.objects.active = query
+    else:
+        bpy.ops.mesh.primitive_cube_add(size=2.0, location=(3.0, 0.0, 0.0))
+        query = bpy.context.active_object
+        query.scale = job.get("cube_scale", (1.0, 1.0, 1.0))
+    others = [o for o in bpy.context.scene.objects if o is not query]
     others[0].select_set(True)
     selected_before = sorted(o.name for o in bpy.context.selected_objects)
     counts = scene_counts()
