@@ -178,7 +178,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     server_args = ["--model", str(inputs["model"]), "--index", str(inputs["index"]), "--workers", str(args.workers)]
     server_args += ["--torch-threads", str(torch_threads), "--queue-size", str(max(32, max(args.concurrency)))]
 
-    print(f"CPU: {cpu_model()}; SIMD: {simd_flags()}; cores {os.cpu_count()}; torch {torch.__version__}")
+    print(
+        f"CPU: {cpu_model()}; SIMD: {simd_flags()}; cores {os.cpu_count()}; torch {torch.__version__}; "
+        f"load average at start {os.getloadavg()[0]:.1f}"
+    )
     print(
         f"server: --workers {args.workers}, torch threads {torch_threads}; direct: 1 caller, torch threads "
         f"{torch.get_num_threads()}; {len(index)} shapes, {index.code_bits} bits, k = {args.k}; "
