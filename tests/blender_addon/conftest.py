@@ -63,7 +63,7 @@ def assert_failures_reported(seen: dict, expected: dict[str, str]) -> None:
         outcome = seen[name]
         assert text in outcome["status"] and outcome["level"] == "ERROR", (name, outcome)
         assert outcome["counts_after"] == outcome["counts_before"], (name, outcome)
-        assert f"Error: {outcome['status']}" in seen["output"], name  # reported through Blender's reports
+        assert f"Error: {outcome['status']}" in seen["output"], (name, seen["output"][-4000:])  # Blender's reports
 
 
 @pytest.fixture
@@ -114,8 +114,8 @@ def run_blender(addon_zip, tmp_path):
             timeout=timeout,
             env=environment,
         )
-        output = completed.stdout[-6000:] + completed.stderr[-6000:]
-        assert completed.returncode == 0, f"{scenario} failed:\n{output}"
+        output = completed.stdout + completed.stderr
+        assert completed.returncode == 0, f"{scenario} failed:\n{output[-12000:]}"
         result = json.loads(report.read_text())
         result["output"] = output
         return result
