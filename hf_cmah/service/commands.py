@@ -69,10 +69,9 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = service_settings(args)
     registry = LibraryRegistry()
-    registry.load(settings.libraries)  # before binding: a model that did not make its index stops here, clearly
-    if not settings.libraries:
-        registry.status = "starting"
-    app = create_app(settings, registry if registry.ready else None)
+    if settings.libraries:
+        registry.load(settings.libraries)  # before binding: a model that did not make its index stops here, clearly
+    app = create_app(settings, registry)
     print(f"hf-cmah serve: http://{args.host}:{args.port}/ (API: /api/v1, docs: /api/docs)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level=args.log_level)
     return 0

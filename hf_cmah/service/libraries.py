@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import CorruptIndexError, InvalidInputError
 from ..index import ShapeIndex, load_retriever
 from ..index.assets import shape_glb, store_asset
 from .errors import ConflictError, NotFoundError, NotReadyError
@@ -66,8 +66,8 @@ class Library:
             raise NotFoundError(f"{kind}: shape {shape_id!r} of library {self.name!r} has no {kind}", field=kind)
         try:
             return index.asset_path(name)
-        except FileNotFoundError:
-            with self.write_lock:  # a write was swapping the folder: once it is done, the path is there again
+        except CorruptIndexError:
+            with self.write_lock:  # a write may have been swapping the folder: once it is done, look again
                 return self.index.asset_path(name)
 
     def add_shapes(self, uploads: list[Upload]) -> list[str]:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from .libraries import Library, code_hex
 
-QUERY_KINDS = ("image", "shape")
 MAX_K = 100
 
 
@@ -44,17 +43,21 @@ def search_library(library: Library, kind: str, query, k: int = 10, rerank: int 
     index = library.index  # one consistent index for the whole request (writes swap it)
     encode = index.encoder.encode_images if kind == "image" else index.encoder.encode_shapes
     codes, embeds = encode([query])
+    hits = _hits(index, codes, embeds, k, rerank) if len(index) else []
+    latency_ms = (time.perf_counter() - started) * 1000
+    return SearchOutcome(library.name, index.code_bits, kind, code_hex(codes[0]), round(latency_ms, 2), hits)
+
+
+def _hits(index, codes, embeds, k: int, rerank: int) -> list[Hit]:
     k, rerank = min(k, len(index)), min(rerank, len(index))  # both checked at the boundary (1..MAX_K, ≥ 0)
     result = index.search(codes, k=k, rerank=rerank, query_embeddings=embeds if rerank else None, with_metadata=True)
     scores = result.scores[0] if result.scores is not None else [None] * len(result.ids[0])
-    hits = [
+    return [
         Hit(rank, shape_id, meta["label"], int(distance), score, meta["thumbnail"], meta["mesh"])
         for rank, (shape_id, distance, score, meta) in enumerate(
             zip(result.ids[0], result.distances[0], scores, result.metadata[0]), start=1
         )
     ]
-    latency_ms = (time.perf_counter() - started) * 1000
-    return SearchOutcome(library.name, index.code_bits, kind, code_hex(codes[0]), round(latency_ms, 2), hits)
 
 
-__all__ = ["MAX_K", "QUERY_KINDS", "Hit", "SearchOutcome", "search_library"]
+__all__ = ["MAX_K", "Hit", "SearchOutcome", "search_library"]

@@ -9,7 +9,7 @@ import torch
 from hf_cmah import CMAHConfig, CMAHModel, hamming_distance, pack_codes
 from hf_cmah.modeling import CMAHInputError
 from hf_cmah.modeling.hash_codes import codes_and_embeds
-from tests.conftest import synthetic_pairs
+from tests.conftest import mini_config, synthetic_pairs
 
 
 def test_forward_backward_every_loss_part_finite_and_positive(tiny_config):
@@ -148,17 +148,7 @@ def test_training_pairs_each_image_with_its_own_point_cloud():
     the pairing must hold at two checks in a row, so one lucky draw of the masks cannot pass it.
     """
     torch.manual_seed(0)
-    config = CMAHConfig.from_preset(
-        "cmah-tiny",
-        code_bits=32,
-        image_size=32,
-        num_points=256,
-        num_groups=16,
-        hidden_size=64,
-        intermediate_size=128,
-        image_num_hidden_layers=2,
-        point_num_hidden_layers=2,
-    )
+    config = mini_config()
     model = CMAHModel(config)
     pixel_values, points = synthetic_pairs(8, config.num_points, config.image_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)

@@ -15,11 +15,12 @@ import numpy as np
 import torch
 import trimesh
 
-from hf_cmah import CMAHConfig, CMAHModel, CMAHProcessor, hamming_distance, pack_codes
+from hf_cmah import CMAHModel, CMAHProcessor, hamming_distance, pack_codes
 from hf_cmah.data.builders.procedural import make_shape
 from hf_cmah.geometry import load_points
 from hf_cmah.index import build_index
 from hf_cmah.service.process import ServiceProcess
+from tests.conftest import mini_config
 
 CATEGORIES = ("chair", "table", "lamp", "mug", "bottle", "airplane", "car", "sofa")
 BOX_ID = "box/crate"
@@ -34,20 +35,6 @@ class SampleLibrary:
     query_image: Path  # the thumbnail of QUERY_ID: a render of a library shape
     query_id: str
     shape_ids: tuple[str, ...]
-
-
-def mini_config(code_bits: int = 32) -> CMAHConfig:
-    return CMAHConfig.from_preset(
-        "cmah-tiny",
-        code_bits=code_bits,
-        image_size=32,
-        num_points=256,
-        num_groups=16,
-        hidden_size=64,
-        intermediate_size=128,
-        image_num_hidden_layers=2,
-        point_num_hidden_layers=2,
-    )
 
 
 def write_meshes(library_dir: Path) -> list[str]:
@@ -124,4 +111,4 @@ def build_sample_library(root: Path, code_bits: int = 32) -> SampleLibrary:
     return SampleLibrary(root, library_dir, model_dir, index_dir, query_image, query_id, tuple(shape_ids))
 
 
-__all__ = ["BOX_ID", "SampleLibrary", "ServiceProcess", "build_sample_library", "mini_config"]
+__all__ = ["BOX_ID", "SampleLibrary", "ServiceProcess", "build_sample_library"]

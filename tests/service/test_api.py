@@ -198,7 +198,7 @@ def test_startup_refuses_a_model_that_did_not_make_the_index(sample_library, tmp
     import torch
 
     from hf_cmah import CMAHModel
-    from tests.service.fixtures import mini_config
+    from tests.conftest import mini_config
 
     torch.manual_seed(1)
     CMAHModel(mini_config()).save_pretrained(tmp_path / "other-model")

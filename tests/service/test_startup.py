@@ -12,9 +12,9 @@ import yaml
 from hf_cmah import CMAHModel, CMAHProcessor
 from hf_cmah.index import build_index
 from hf_cmah.service.process import ServiceProcess
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, mini_config
 from tests.loopback_hub import cached_snapshot
-from tests.service.fixtures import BOX_ID, mini_config
+from tests.service.fixtures import BOX_ID
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
