@@ -35,13 +35,11 @@ def synthetic_pairs(count: int, num_points: int, image_size: int, seed: int = 0)
     return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(clouds))
 
 
-def mini_config(code_bits: int = 32):
+def mini_config(code_bits: int = 32, **overrides):
     """A smaller-than-tiny CMAH config (32-px images, 256 points, 2 layers): fast enough to train in a test."""
     from hf_cmah import CMAHConfig
 
-    return CMAHConfig.from_preset(
-        "cmah-tiny",
-        code_bits=code_bits,
+    sizes = dict(
         image_size=32,
         num_points=256,
         num_groups=16,
@@ -50,6 +48,7 @@ def mini_config(code_bits: int = 32):
         image_num_hidden_layers=2,
         point_num_hidden_layers=2,
     )
+    return CMAHConfig.from_preset("cmah-tiny", code_bits=code_bits, **{**sizes, **overrides})
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.fixtures import BOX_ID, ServiceProcess, build_sample_library
+from tests.service.fixtures import BOX_ID, ServiceProcess
 
 from .conftest import BLENDER_PYTHON, assert_failures_reported, failure
 from .standin import free_port
@@ -24,8 +24,8 @@ TOKEN = "blender-e2e-token"
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory):
-    return build_sample_library(tmp_path_factory.mktemp("addon-library"))
+def library(sample_library):
+    return sample_library
 
 
 @pytest.fixture(scope="module")
@@ -65,20 +65,12 @@ def test_a_selected_library_mesh_finds_itself(run_blender, server, library):
     assert seen["counts_after"] == seen["counts_before"] and seen["selected_after"] == seen["selected_before"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the sample model's shape codes change with the surface sampling (box/crate with its faces permuted: "
-        "distance 0 → 11; a Blender cube of the same size: rank 5); needs a fixture model trained on resampled "
-        "point clouds (tests/service/fixtures.py)"
-    ),
-)
 def test_a_selected_cube_finds_the_box(run_blender, server):
     # The library's box is 1.0 × 0.7 × 0.8 (y-up); a cube scaled to 1.0 × 0.8 × 0.7 in Blender's z-up.
     seen = run_blender("shape_search", prefs={"service_url": server.url}, cube_scale=[0.5, 0.4, 0.35])
     assert seen["error"] == "", seen["output"]
     ids = [result["shape_id"] for result in seen["results"]]
-    assert BOX_ID in ids[:3], ids
+    assert ids[0] == BOX_ID, ids
 
 
 def test_add_selected_with_the_token_makes_the_object_findable(run_blender, library, tmp_path):

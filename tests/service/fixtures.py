@@ -24,6 +24,7 @@ from tests.conftest import mini_config
 
 CATEGORIES = ("chair", "table", "lamp", "mug", "bottle", "airplane", "car", "sofa")
 BOX_ID = "box/crate"
+SAMPLING_SEEDS = tuple(range(6))  # the processor samples with seed 0; the others stand for other samplings
 
 
 @dataclass(frozen=True)
@@ -50,37 +51,49 @@ def write_meshes(library_dir: Path) -> list[str]:
     return sorted([f"{category}/{category}_0" for category in CATEGORIES] + [BOX_ID])
 
 
-def fit_hash_heads(model: CMAHModel, processor: CMAHProcessor, images: list, clouds: list, steps: int = 1500) -> None:
-    """Fit the two hash heads on frozen encoder features until every image's nearest shape code (Hamming) is
-    its own shape's: the encoders run once, so this takes seconds where training the whole model takes minutes."""
+def fit_hash_heads(
+    model: CMAHModel, processor: CMAHProcessor, images: list, clouds: list[list], steps: int = 2000
+) -> None:
+    """Fit the two hash heads on frozen encoder features until every image's nearest shape code (Hamming) is its
+    own shape's, for every resampling in ``clouds[shape]``: the codes then hold for another sampling of the same
+    surface (an upload of the mesh, its faces in another order). The encoders run once, so this takes seconds."""
     from hf_cmah.losses import info_nce_loss
 
     pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
-    points = processor(points=clouds, return_tensors="pt")["points"]
+    samplings = [processor(points=list(draw), return_tensors="pt")["points"] for draw in zip(*clouds)]
     with torch.no_grad():
         image_hidden = model.image_encoder(model.image_embeddings(pixel_values)[0])
-        neighbourhoods, centres = model.point_embeddings.grouper(points)
-        point_hidden = model.point_encoder(model.point_embeddings(neighbourhoods, centres)[0])
+        point_hidden = []
+        for points in samplings:
+            neighbourhoods, centres = model.point_embeddings.grouper(points)
+            point_hidden.append(model.point_encoder(model.point_embeddings(neighbourhoods, centres)[0]))
     heads = [*model.image_hash_head.parameters(), *model.point_hash_head.parameters()]
     optimizer = torch.optim.AdamW(heads, lr=3e-3)
+
+    def relaxed(logits: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.tanh(logits), dim=-1)
+
     for step in range(steps):
-        image_logits, point_logits = model.image_hash_head(image_hidden), model.point_hash_head(point_hidden)
-        loss = info_nce_loss(
-            torch.nn.functional.normalize(torch.tanh(image_logits), dim=-1),
-            torch.nn.functional.normalize(torch.tanh(point_logits), dim=-1),
-            0.1,
-        )
+        image_embeds = relaxed(model.image_hash_head(image_hidden))
+        loss = sum(info_nce_loss(image_embeds, relaxed(model.point_hash_head(hidden)), 0.1) for hidden in point_hidden)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % 50 == 49:
-            with torch.no_grad():
-                image_codes, shape_codes = model.get_image_codes(pixel_values), model.get_shape_codes(points)
-            distances = hamming_distance(pack_codes(image_codes), pack_codes(shape_codes))
-            others = distances + np.eye(len(distances), dtype=np.int32) * (model.config.code_bits + 1)
-            if (distances.diagonal() + 2 <= others.min(axis=1)).all():  # own shape first, by a margin of 2 bits
-                return
+        if step % 50 == 49 and _paired_by_a_margin(model, pixel_values, samplings):
+            return
     raise AssertionError(f"the sample model did not pair its {len(images)} thumbnails with their shapes")
+
+
+def _paired_by_a_margin(model: CMAHModel, pixel_values: torch.Tensor, samplings: list[torch.Tensor]) -> bool:
+    """Each image's own shape is nearest by at least 2 bits, in every sampling."""
+    with torch.no_grad():
+        image_codes = pack_codes(model.get_image_codes(pixel_values))
+        for points in samplings:
+            distances = hamming_distance(image_codes, pack_codes(model.get_shape_codes(points)))
+            others = distances + np.eye(len(distances), dtype=np.int32) * (model.config.code_bits + 1)
+            if not (distances.diagonal() + 2 <= others.min(axis=1)).all():
+                return False
+    return True
 
 
 def build_sample_library(root: Path, code_bits: int = 32) -> SampleLibrary:
@@ -90,14 +103,15 @@ def build_sample_library(root: Path, code_bits: int = 32) -> SampleLibrary:
     library_dir, model_dir, index_dir = root / "meshes", root / "model", root / "index"
     shape_ids = write_meshes(library_dir)
     torch.manual_seed(0)
-    model = CMAHModel(mini_config(code_bits)).eval()
+    # Dense clouds in many groups: the codes of two samplings of one surface differ far less than two shapes'.
+    model = CMAHModel(mini_config(code_bits, num_points=2048, num_groups=128)).eval()
     processor = CMAHProcessor.from_model_config(model.config)
     untrained, _ = build_index(model, library_dir, root / "untrained-index", with_assets=True, progress=False)
     thumbnails = {}
     for shape_id, meta in zip(untrained.shape_ids, untrained.metadata.to_pylist()):
         thumbnails[shape_id] = Image.open(untrained.asset_path(meta["thumbnail"])).convert("RGB")
     clouds = [
-        load_points(library_dir / f"{shape_id}.obj", processor.num_points, seed=processor.seed)
+        [load_points(library_dir / f"{shape_id}.obj", processor.num_points, seed=seed) for seed in SAMPLING_SEEDS]
         for shape_id in shape_ids
     ]
     fit_hash_heads(model, processor, [thumbnails[shape_id] for shape_id in shape_ids], clouds)
