@@ -226,3 +226,41 @@ def test_nan_points_are_refused_by_name(client):
     np.save(cloud, np.full((100, 3), np.nan, np.float32))
     response = client.post("/api/v1/search", files={"shape": ("cloud.npy", cloud.getvalue())})
     assert response.status_code == 400 and response.json()["error"]["field"] == "shape"
+
+
+def test_a_corrupt_or_symlinked_asset_is_a_500_with_a_request_id_and_never_served(sample_library, tmp_path):
+    """An asset edited on disk, or swapped for a symlink to another file: the body names only a request id,
+    the log has the details under it, nothing of the other file is sent, and the server goes on serving."""
+    import json
+    import shutil
+
+    from hf_cmah.index import ShapeIndex
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(sample_library.index_dir, index_dir)
+    metadata = {meta["shape_id"]: meta for meta in ShapeIndex.load(index_dir).metadata.to_pylist()}
+    (index_dir / metadata[BOX_ID]["thumbnail"]).write_bytes(b"edited")
+    symlinked = index_dir / metadata[sample_library.query_id]["mesh"]
+    symlinked.unlink()
+    symlinked.symlink_to("/etc/passwd")
+    args = ["--model", str(sample_library.model_dir), "--index", str(index_dir)]
+    with ServiceProcess(*args) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        for path in (f"/api/v1/shapes/{BOX_ID}/thumbnail", f"/api/v1/shapes/{sample_library.query_id}/mesh"):
+            response = client.get(path)
+            assert response.status_code == 500 and "root:" not in response.text and "Traceback" not in response.text
+            request_id = response.headers["x-request-id"]
+            assert response.json()["error"] == {
+                "code": "internal_error",
+                "message": f"internal error; the server log has the details under request id {request_id}",
+                "field": None,
+            }
+            assert f"request {request_id}: unexpected CorruptIndexError" in server.log()
+        assert client.get(f"/api/v1/shapes/{BOX_ID}/mesh").status_code == 200
+    access = [
+        json.loads(line.split("hf_cmah.service.access: ", 1)[1])
+        for line in server.log().splitlines()
+        if "service.access" in line
+    ]
+    assert {"route": "/api/v1/shapes/{shape_id:path}/mesh", "status": 500} | {"method": "GET"} in [
+        {key: entry[key] for key in ("route", "status", "method")} for entry in access
+    ]
