@@ -44,6 +44,7 @@ def create_app(
                 start_sample_build(registry, *([sample_dir] if sample_dir else []))
         yield
         app.state.pool.close()
+        session_files.close()
 
     app = FastAPI(
         title="hf-cmah shape search",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -47,7 +47,7 @@ class ServiceSettings:
     workers: int = 2
     queue_size: int = 32
     torch_threads: int | None = None
-    examples: tuple[str, ...] = field(default=())
+    examples: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.libraries]

@@ -55,6 +55,10 @@ class SessionFiles:
     def forget(self, request: gr.Request | None) -> None:
         shutil.rmtree(self.folder(request), ignore_errors=True)
 
+    def close(self) -> None:
+        """Remove every session's files (at shutdown)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
 
 def build_ui(registry: LibraryRegistry, settings: ServiceSettings, files: SessionFiles) -> gr.Blocks:
     """The Blocks of the page; its events are named (``search_image``, ``search_shape``, ``show_shape``) for
