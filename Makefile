@@ -56,7 +56,7 @@ test: env blender-env browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The web demo on the quickstart's model and index (made by `make quickstart` when missing).
-QUICKSTART_OUT ?= runs/quickstart
+QUICKSTART_OUT ?= outputs/quickstart
 DEMO_PORT ?= 7860
 
 demo: env blender-env

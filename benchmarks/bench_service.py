@@ -142,9 +142,9 @@ def resolve_inputs(args) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="retriever folder (default: the quickstart's runs/quickstart/train/final)")
-    parser.add_argument("--index", help="index folder (default: the quickstart's runs/quickstart/index)")
-    parser.add_argument("--image", help="query image (default: the quickstart's runs/quickstart/query.png)")
+    parser.add_argument("--model", help="retriever folder (default: the quickstart's outputs/quickstart/train/final)")
+    parser.add_argument("--index", help="index folder (default: the quickstart's outputs/quickstart/index)")
+    parser.add_argument("--image", help="query image (default: the quickstart's outputs/quickstart/query.png)")
     parser.add_argument("--shape", type=Path, help="also time shape → shape with this mesh or point file")
     parser.add_argument("--sample", help="build the tests' sample library in this folder and use it (~1 min)")
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level (and direct)")

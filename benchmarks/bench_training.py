@@ -61,10 +61,8 @@ def write_dataset(folder: Path, shapes: int, image_size: int, num_points: int, s
 
 
 def _training_step_parts(preset: str, batch_size: int, device: torch.device):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-    from train_cmah import masking_noise, training_loss
-
     from hf_cmah import CMAHConfig, CMAHModel
+    from hf_cmah.training.train_cmah import masking_noise, training_loss
 
     config = CMAHConfig.from_preset(preset)
     model = CMAHModel(config).to(device)

@@ -6,7 +6,7 @@
 4. write the test meshes to a folder and index it with their meshes and thumbnails (`hf-cmah index build --assets`),
 5. search that index with a rendered test view (`hf-cmah search --image`).
 
-Outputs go to ``runs/quickstart/`` (or ``--out``); a second run reuses finished steps' caches.
+Outputs go to ``outputs/quickstart/`` (or ``--out``); a second run reuses finished steps' caches.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from .cli import main as cli_main
 
-TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny-cpu.yaml"
-DEFAULT_OUT = Path("runs/quickstart")
+TRAIN_CONFIG = "tiny-cpu"  # a config the package ships (hf_cmah/training/configs/), found from a wheel too
+DEFAULT_OUT = Path("outputs/quickstart")
 
 
 def quickstart_outputs(out: Path = DEFAULT_OUT) -> dict[str, Path]:

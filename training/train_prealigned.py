@@ -367,7 +367,7 @@ def training_function(config: TrainConfig, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="a YAML config (training/configs/prealigned-*.yaml)")
+    parser.add_argument("config", help="a YAML config (hf_cmah/training/configs/prealigned-*.yaml)")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. training.loss=hcl")
     parser.add_argument("--resume", action="store_true", help="continue from the newest epoch checkpoint")
     args = parser.parse_args(argv)

@@ -22,10 +22,10 @@ HEADLINE = (
 def add_commands(subparsers) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train a CMAH model (runs training/train_cmah.py through `accelerate launch`)",
+        help="train a CMAH model (runs hf_cmah.training.train_cmah through `accelerate launch`)",
         description="Train a CMAH model from a YAML config; extra arguments after the config go to the script.",
     )
-    train.add_argument("config", help="training config YAML (training/configs/*.yaml)")
+    train.add_argument("config", help="a training config YAML, or a bundled config's name (tiny-cpu, modelnet40-64, …)")
     train.add_argument("--accelerate-config", help="an accelerate config (training/accelerate/*.yaml)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
@@ -72,18 +72,11 @@ def add_commands(subparsers) -> None:
     push.set_defaults(handler=run_push)
 
 
-def training_script() -> Path:
-    script = Path(__file__).resolve().parents[2] / "training" / "train_cmah.py"
-    if not script.is_file():
-        raise FileNotFoundError(f"{script} not found: `hf-cmah train` runs from a source checkout of hf-cmah")
-    return script
-
-
 def run_train(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     if args.accelerate_config:
         command += ["--config_file", args.accelerate_config]
-    command += [str(training_script()), args.config]
+    command += ["-m", "hf_cmah.training.train_cmah", args.config]
     command += [f"--set={override}" for override in args.overrides]
     command += ["--resume"] if args.resume else []
     return subprocess.call(command)

@@ -30,7 +30,7 @@ def create_app(
     settings: ServiceSettings, registry: LibraryRegistry | None = None, sample_dir: Path | None = None
 ) -> FastAPI:
     """The app serving ``settings.libraries`` (or an already loaded ``registry``); with neither, the sample
-    library of ``sample_dir`` (default ``runs/quickstart``), built in the background if it is missing."""
+    library of ``sample_dir`` (default ``outputs/quickstart``), built in the background if it is missing."""
     registry = registry or LibraryRegistry()
     session_files = SessionFiles()
 

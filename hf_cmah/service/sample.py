@@ -1,7 +1,7 @@
 """The library a server shows when it is given none: the quickstart's model and index, built once if missing.
 
 `hf-cmah serve` without ``--model/--index`` (and a Space without ``HF_CMAH_MODEL`` /
-``HF_CMAH_INDEX``) serves what `make quickstart` left in ``runs/quickstart``. When that is not
+``HF_CMAH_INDEX``) serves what `make quickstart` left in ``outputs/quickstart``. When that is not
 there, the quickstart's own steps build it in a background thread (its steps cache and
 resume, so a restarted server continues), while the page says what is happening.
 """

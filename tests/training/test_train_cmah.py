@@ -1,4 +1,4 @@
-"""train_cmah.py end to end on CPU: a 10-step `accelerate launch` run, resume, evaluation of the result."""
+"""hf_cmah.training.train_cmah end to end on CPU: a 10-step `accelerate launch` run, resume, evaluation of the result."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from hf_cmah.training.config import bundled_configs
 
 REPO = Path(__file__).resolve().parents[2]
 # A model small enough for seconds per run; everything else comes from the tiny-cpu recipe.
@@ -36,7 +38,7 @@ def launch(config: Path, *extra: str) -> subprocess.CompletedProcess:
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO / "training" / "accelerate" / "cpu.yaml"),
         "--num_cpu_threads_per_process", "1",
-        str(REPO / "training" / "train_cmah.py"), str(config), *extra,
+        "-m", "hf_cmah.training.train_cmah", str(config), *extra,
     ]  # fmt: skip
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
@@ -54,7 +56,7 @@ def trained_run(synthetic_dataset, tmp_path_factory):
     config.write_text(
         yaml.safe_dump(
             {
-                "extends": str(REPO / "training" / "configs" / "tiny-cpu.yaml"),
+                "extends": str(bundled_configs()["tiny-cpu"]),
                 "model": {"code_bits": 16, "overrides": MICRO_MODEL},
                 "data": {"path": str(synthetic_dataset)},
                 "training": {"batch_size": 8, "max_steps": 10, "warmup_steps": 2},
@@ -109,8 +111,7 @@ def test_resume_reproduces_the_uninterrupted_loss(trained_run):
 
 
 def test_fresh_start_refuses_a_folder_with_checkpoints_and_resume_needs_one(trained_run, tmp_path, capsys):
-    sys.path.insert(0, str(REPO / "training"))
-    from train_cmah import main
+    from hf_cmah.training.train_cmah import main
 
     config, _ = trained_run
     assert main([str(config)]) == 2

@@ -56,7 +56,7 @@ def psb_fixture(tmp_path) -> Path:
 
 def _run(module, tmp_path, psb, *overrides, resume=False) -> dict:
     args = [
-        str(REPO_ROOT / "training" / "configs" / "prealigned-psb-hcl.yaml"),
+        str(REPO_ROOT / "hf_cmah" / "training" / "configs" / "prealigned-psb-hcl.yaml"),
         f"data.psb={psb}",
         f"data.cache={tmp_path / 'cache'}",
         "data.sampled_points=256",

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from hf_cmah.errors import ConfigError
-from hf_cmah.training_config import config_from_dict, load_training_config
+from hf_cmah.training.config import config_from_dict, load_training_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "hf_cmah" / "training" / "configs"
 CMAH_RECIPES = ["tiny-cpu.yaml", "gpu-base.yaml"] + [
     f"{dataset}-{bits}.yaml" for dataset in ("modelnet40", "shapenet55", "shapenetrender") for bits in (16, 32, 64, 128)
 ]
@@ -77,3 +77,13 @@ def test_file_errors(tmp_path):
         load_training_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match=r"must look like section\.key=value"):
         load_training_config(CONFIGS / "tiny-cpu.yaml", ["code_bits=16"])
+
+
+def test_a_bundled_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # as from an installed wheel: no checkout around
+    by_name = load_training_config("tiny-cpu", ["model.code_bits=32"])
+    assert by_name.source == str(CONFIGS.resolve() / "tiny-cpu.yaml")
+    assert by_name.model_config().code_bits == 32
+    assert load_training_config("tiny-cpu.yaml").source == by_name.source
+    with pytest.raises(ConfigError, match="no bundled config has that name"):
+        load_training_config("tiny-gpu")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import inspect
 import os
 import typing
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
-from .modeling import CMAH_PRESETS, CMAHConfig
+from ..errors import ConfigError
+from ..modeling import CMAH_PRESETS, CMAHConfig
 
 
 def _positive(value) -> bool:
@@ -230,9 +231,26 @@ def config_from_dict(data: dict, source: str = "<dict>") -> TrainingConfig:
     return config
 
 
+def bundled_configs() -> dict[str, Path]:
+    """The configs the package ships (``hf_cmah/training/configs/*.yaml``), by name without ``.yaml``."""
+    folder = Path(str(importlib.resources.files("hf_cmah.training") / "configs"))
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
+    """A config file as given, else the bundled config of that name (``tiny-cpu``), so a wheel install trains too."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path.resolve()
+    bundled = bundled_configs()
+    if path.name.removesuffix(".yaml") in bundled and len(path.parts) == 1:
+        return bundled[path.name.removesuffix(".yaml")]
+    raise ConfigError(f"{name_or_path}: config file not found, and no bundled config has that name ({', '.join(bundled)})")
+
+
 def load_training_config(path: str | os.PathLike, overrides: typing.Sequence[str] = ()) -> TrainingConfig:
-    """Read, merge (``extends``), override and check a YAML training config."""
-    path = Path(path).resolve()
+    """Read, merge (``extends``), override and check a YAML training config (a file, or a bundled name)."""
+    path = resolve_config_path(path)
     data = _read_yaml(path)
     for override in overrides:
         data = _apply_override(data, override, str(path))
@@ -245,6 +263,8 @@ __all__ = [
     "OutputSection",
     "TrainingConfig",
     "TrainingSection",
+    "bundled_configs",
     "config_from_dict",
     "load_training_config",
+    "resolve_config_path",
 ]

@@ -1,4 +1,4 @@
-"""Train a CMAH model with accelerate: ``accelerate launch training/train_cmah.py CONFIG.yaml``.
+"""Train a CMAH model with accelerate: ``accelerate launch -m hf_cmah.training.train_cmah CONFIG.yaml``.
 
 One loop for every device: AdamW, linear warm-up then cosine decay, mixed precision where
 the device has it, gradient accumulation and clipping, and an InfoNCE whose negatives span
@@ -30,7 +30,7 @@ from hf_cmah import CMAHModel, CMAHProcessor
 from hf_cmah.data import load_built_dataset, select_views
 from hf_cmah.evaluation.retrieval import encode_images, encode_shapes, image_rows, score_retrieval, summarize
 from hf_cmah.modeling.modeling_cmah import info_nce_loss
-from hf_cmah.training_config import TrainingConfig, load_training_config
+from hf_cmah.training.config import TrainingConfig, load_training_config
 
 CHECKPOINT_PREFIX = "step_"
 
@@ -332,7 +332,7 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="a YAML training config (training/configs/*.yaml)")
+    parser.add_argument("config", help="a YAML training config (hf_cmah/training/configs/*.yaml)")
     parser.add_argument(
         "--set",
         dest="overrides",
