@@ -245,7 +245,9 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     bundled = bundled_configs()
     if path.name.removesuffix(".yaml") in bundled and len(path.parts) == 1:
         return bundled[path.name.removesuffix(".yaml")]
-    raise ConfigError(f"{name_or_path}: config file not found, and no bundled config has that name ({', '.join(bundled)})")
+    raise ConfigError(
+        f"{name_or_path}: config file not found, and no bundled config has that name ({', '.join(bundled)})"
+    )
 
 
 def load_training_config(path: str | os.PathLike, overrides: typing.Sequence[str] = ()) -> TrainingConfig:
