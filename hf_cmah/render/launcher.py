@@ -25,6 +25,9 @@ from ..errors import ConfigError
 
 RENDER_SCRIPT = Path(__file__).with_name("render_views.py")
 ENGINES = ("cycles", "workbench")
+# studio: a key and a fill light (what datasets are rendered with); side: one low warm light from the
+# left and little ambient light, hard shadows — another lighting for checking a model against.
+LIGHTINGS = ("studio", "side")
 # A fixed job-file name inside each batch's temporary folder keeps the Blender command line short.
 JOB_NAME = "job.json"
 
@@ -45,10 +48,13 @@ class RenderSettings:
     seed: int = 0
     device: str = "auto"
     denoise: bool = False
+    lighting: str = "studio"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError(f"engine: expected one of {ENGINES}, got {self.engine!r}")
+        if self.lighting not in LIGHTINGS:
+            raise ConfigError(f"lighting: expected one of {LIGHTINGS}, got {self.lighting!r}")
         if self.resolution < 8 or self.samples < 1 or self.num_views < 0:
             raise ConfigError("resolution must be ≥ 8, samples ≥ 1 and num_views ≥ 0")
         if not 1.0 < self.fov_deg < 170.0:
@@ -72,7 +78,12 @@ class RenderSettings:
         return views
 
     def fingerprint(self) -> dict:
-        return asdict(self)
+        """The fields that key the render cache; ``lighting`` only when not the default, so the renders
+        cached before that field existed (all studio-lit) keep their keys."""
+        fields = asdict(self)
+        if fields["lighting"] == "studio":
+            del fields["lighting"]
+        return fields
 
 
 @dataclass
@@ -145,7 +156,7 @@ def _render_batch(
         results = workdir / "results.jsonl"
         results.touch()
         job = {
-            "settings": {**settings.fingerprint(), "threads": threads},
+            "settings": {**asdict(settings), "threads": threads},
             "meshes": [{**asdict(item), "mesh": str(item.mesh), "out_dir": str(item.out_dir)} for item in batch],
             "results": str(results),
         }
@@ -193,4 +204,4 @@ def _follow_results(
             time.sleep(0.2)
 
 
-__all__ = ["ENGINES", "RENDER_SCRIPT", "RenderItem", "RenderSettings", "find_blender", "render_batches"]
+__all__ = ["ENGINES", "LIGHTINGS", "RENDER_SCRIPT", "RenderItem", "RenderSettings", "find_blender", "render_batches"]

@@ -13,6 +13,7 @@ The job file (written by ``hf_cmah.render.launcher``) is JSON::
                  "views": [{"azimuth": 0.0, "elevation": 30.0}, ...]}],
      "results": "results.jsonl"}
 
+``lighting`` is ``studio`` (the datasets' lights) or ``side`` (one low warm light; see ``CYCLES_LIGHTS``).
 Each ``mesh`` is an ``.npz`` with ``vertices`` (V, 3) float32 in a y-up frame, ``faces``
 (F, 3) int32 and optionally ``colors`` (V, 3) in 0..1. For each mesh the script writes
 ``view_00.png`` … (RGBA, transparent background) and ``cameras.json`` into ``out_dir``,
@@ -36,6 +37,14 @@ import numpy as np
 # Our data is y-up; Blender is z-up: (x, y, z)_ours -> (x, -z, y)_blender.
 Y_UP_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 DEFAULT_GREY = (0.8, 0.8, 0.8, 1.0)
+WHITE_LIGHT = (1.0, 1.0, 1.0)
+# Sun lamps per lighting: (name, energy, Euler rotation in degrees, colour), fixed in the world so that
+# shading differs between views the way it does between photos. studio: a key light from the upper
+# front-left and a weaker fill from the right; side: one low warm sun from the left, hard shadows.
+CYCLES_LIGHTS = {
+    "studio": (("key", 3.0, (50.0, 10.0, -40.0), WHITE_LIGHT), ("fill", 1.0, (60.0, -20.0, 120.0), WHITE_LIGHT)),
+    "side": (("side", 5.0, (65.0, 0.0, -50.0), (1.0, 0.8, 0.6)),),
+}
 
 
 def main(argv: list[str]) -> int:
@@ -84,18 +93,23 @@ def setup_scene(settings: dict) -> bpy.types.Scene:
     world.color = (0.35, 0.35, 0.35)
     scene.world = world
     if settings["engine"] == "workbench":
-        setup_workbench(scene)
+        setup_workbench(scene, settings["lighting"])
     else:
         setup_cycles(scene, settings)
     return scene
 
 
-def setup_workbench(scene: bpy.types.Scene) -> None:
+def setup_workbench(scene: bpy.types.Scene, lighting: str) -> None:
     scene.render.engine = "BLENDER_WORKBENCH"
     shading = scene.display.shading
     shading.light = "STUDIO"
     shading.color_type = "VERTEX"
     shading.show_cavity = False
+    if lighting == "side":
+        # The studio light fixed in the world and turned a quarter round: lit from one side in every view.
+        shading.studio_light = "rim.sl"
+        shading.use_world_space_lighting = True
+        shading.studiolight_rotate_z = math.radians(90.0)
 
 
 def setup_cycles(scene: bpy.types.Scene, settings: dict) -> None:
@@ -108,12 +122,12 @@ def setup_cycles(scene: bpy.types.Scene, settings: dict) -> None:
     cycles.device = "GPU" if settings.get("device", "auto") != "cpu" and enable_gpu() else "CPU"
     world = scene.world
     world.use_nodes = True
-    world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.6
-    # A key light from the upper front-left and a weaker fill from the right, fixed in the
-    # world so that shading differs between views the way it does between photos.
-    for name, energy, rotation in (("key", 3.0, (50.0, 10.0, -40.0)), ("fill", 1.0, (60.0, -20.0, 120.0))):
+    side = settings["lighting"] == "side"
+    world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.15 if side else 0.6
+    for name, energy, rotation, colour in CYCLES_LIGHTS["side" if side else "studio"]:
         light = bpy.data.objects.new(name, bpy.data.lights.new(name, "SUN"))
         light.data.energy = energy
+        light.data.color = colour
         light.rotation_euler = [math.radians(angle) for angle in rotation]
         scene.collection.objects.link(light)
 

@@ -44,3 +44,11 @@ def test_find_blender_explains_how_to_get_one(tmp_path, monkeypatch):
     python.write_text("#!/bin/sh\n")
     python.chmod(0o755)
     assert find_blender(str(python)) == [str(python)]
+
+
+def test_lighting_is_checked_and_keys_the_cache_only_when_not_the_default():
+    with pytest.raises(ConfigError, match="lighting"):
+        RenderSettings(lighting="candle")
+    studio = RenderSettings()
+    assert "lighting" not in studio.fingerprint(), "renders cached before lighting existed keep their keys"
+    assert RenderSettings(lighting="side").fingerprint() == {**studio.fingerprint(), "lighting": "side"}

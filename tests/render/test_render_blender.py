@@ -64,3 +64,18 @@ def test_two_meshes_render_framed_with_cameras(tmp_path, engine):
         assert np.allclose(looking, -np.array(direction), atol=1e-5)
     rows_top, rows_bottom, cols_left, cols_right = _alpha_box(tmp_path / "rod" / "view_00.png")[0]
     assert rows_bottom - rows_top > 0.8 * 64 and cols_right - cols_left < 0.3 * 64, "y-up stands upright"
+
+
+@pytest.mark.parametrize("engine", ["workbench", "cycles"])
+def test_side_lighting_changes_the_shading(tmp_path, engine):
+    mesh = _write_mesh(tmp_path / "box.npz", trimesh.creation.box())
+    images = {}
+    for lighting in ("studio", "side"):
+        settings = RenderSettings(engine=engine, samples=4, resolution=48, num_views=1, lighting=lighting)
+        item = RenderItem("box", mesh, tmp_path / lighting, settings.views_for("box"))
+        assert render_batches([item], settings, blender=str(BLENDER_PYTHON))["box"] is None
+        images[lighting] = np.asarray(Image.open(item.out_dir / "view_00.png").convert("RGBA"), dtype=np.float64)
+    studio, side = images["studio"], images["side"]
+    assert np.array_equal(studio[:, :, 3] > 0, side[:, :, 3] > 0), "the same view of the same shape"
+    shape = studio[:, :, 3] > 0
+    assert np.abs(studio[shape, :3] - side[shape, :3]).mean() > 10, "another light shades it differently"
