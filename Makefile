@@ -60,10 +60,11 @@ QUICKSTART_OUT ?= outputs/quickstart
 DEMO_PORT ?= 7860
 
 demo: env blender-env
-	test -f $(QUICKSTART_OUT)/index/manifest.json || $(PY) -m hf_cmah.quickstart --out $(QUICKSTART_OUT)
+	test -f $(QUICKSTART_OUT)/index/manifest.json || $(PY) -m hf_cmah.quickstart --out $(QUICKSTART_OUT) $(QUICKSTART_ARGS)
 	@echo "hf-cmah web demo: http://127.0.0.1:$(DEMO_PORT)/  (JSON API: /api/v1, docs: /api/docs; Ctrl-C stops it)"
 	$(VENV)/bin/hf-cmah serve --model $(QUICKSTART_OUT)/train/final --index $(QUICKSTART_OUT)/index \
-		--name quickstart --example $(QUICKSTART_OUT)/query.png --port $(DEMO_PORT)
+		--name quickstart --example $(QUICKSTART_OUT)/query.png --example $(QUICKSTART_OUT)/query-relit.png \
+		--port $(DEMO_PORT)
 
 # A deployable Hugging Face Space: spaces_demo/ plus the package; SPACE_MODEL / SPACE_INDEX go into its header.
 SPACE_DIR ?= dist/space
@@ -78,8 +79,12 @@ space:
 	test -z "$(SPACE_INDEX)" || sed -i 's|^datasets: \[\]|datasets: [$(SPACE_INDEX)]|' $(SPACE_DIR)/README.md
 	@echo "Space folder: $(SPACE_DIR) (upload it: hf upload USER/SPACE $(SPACE_DIR) . --repo-type space)"
 
+# Meshes → training → evaluation → index → searches → $(QUICKSTART_OUT)/report.md; a rerun reuses finished steps.
+# QUICKSTART_ARGS passes options on (python -m hf_cmah.quickstart --help), e.g. "--per-category 3 --steps 5".
+QUICKSTART_ARGS ?=
+
 quickstart: env blender-env
-	$(PY) -m hf_cmah.quickstart
+	$(PY) -m hf_cmah.quickstart --out $(QUICKSTART_OUT) $(QUICKSTART_ARGS)
 
 lint: env
 	$(VENV)/bin/ruff check .

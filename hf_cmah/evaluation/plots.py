@@ -1,4 +1,4 @@
-"""PNG figures of an evaluation: Precision@Top-K curves, a t-SNE of codes, a query grid (matplotlib, Agg)."""
+"""PNG figures of an evaluation: Precision@Top-K curves, a t-SNE of codes, query grids (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -91,4 +91,37 @@ def plot_query_grid(
     return Path(path)
 
 
-__all__ = ["plot_precision_curves", "plot_query_grid", "plot_tsne"]
+def plot_thumbnail_grid(
+    queries: list[tuple[object, str]],
+    hits: list[list[tuple[object, str]]],
+    relevant: list[list[bool]],
+    path: str | Path,
+) -> Path:
+    """One row per query: the query image, then its retrieved shapes' thumbnails, each with its title.
+
+    ``queries[i]`` and ``hits[i][j]`` are ``(image, title)``; ``relevant[i][j]`` frames and titles hit j
+    of query i green (same class as the query) or red.
+    """
+    plt = _pyplot()
+    rows, columns = len(queries), 1 + max(len(row) for row in hits)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.1 * rows), squeeze=False)
+    for row, ((image, title), row_hits) in enumerate(zip(queries, hits)):
+        axes[row, 0].imshow(image)
+        axes[row, 0].set_title(title, fontsize=7)
+        for column, (thumbnail, hit_title) in enumerate(row_hits, start=1):
+            colour = "tab:green" if relevant[row][column - 1] else "tab:red"
+            axes[row, column].imshow(thumbnail)
+            axes[row, column].set_title(hit_title, fontsize=7, color=colour)
+            for spine in axes[row, column].spines.values():
+                spine.set(color=colour, linewidth=2)
+        for axis in axes[row]:
+            axis.set(xticks=[], yticks=[])
+        for axis in axes[row, 1 + len(row_hits) :]:
+            axis.set_axis_off()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+__all__ = ["plot_precision_curves", "plot_query_grid", "plot_thumbnail_grid", "plot_tsne"]
