@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+from ..data.storage import BUILD_INFO
 from .outputs import DEFAULT_OUT, quickstart_outputs
 from .queries import Query, find_psb, held_out_render, load_query_image, psb_thumbnail, relit_render
 from .report import plot_search_grid, write_report
@@ -15,6 +17,7 @@ TRAIN_CONFIG = "tiny-cpu"  # a config the package ships (hf_cmah/training/config
 TRAIN_BATCH_SIZE = 32  # tiny-cpu's
 VIEWS, RESOLUTION = 4, 128
 TOP_K = 5
+EVAL_OUTPUTS = ("results.json", "precision_at_k.png", "tsne_shape_codes.png", "query_grid.png")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,33 +42,48 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     paths = quickstart_outputs(args.out)
     runner = StepRunner(paths["steps"])
-    dataset_dir, train_dir, model_dir, eval_dir = paths["dataset"], paths["train"], paths["model"], paths["eval"]
-
-    library = Step("library", dataset_dir, {"per_category": args.per_category, "seed": args.seed, "views": VIEWS,
-                   "resolution": RESOLUTION}, lambda: (dataset_dir / "build_info.json").is_file())  # fmt: skip
-    runner.run(library, lambda: run_cli("library", ["data", "build", "procedural", "--per-category",
-               str(args.per_category), "--views", str(VIEWS), "--engine", "workbench", "--resolution",
-               str(RESOLUTION), "--seed", str(args.seed), "--out", str(dataset_dir)]))  # fmt: skip
-
-    # save_pretrained writes eval_results.json last, so a final/ without it is a save that was cut short.
-    train = Step("train", train_dir, {"steps": args.steps, "seed": args.seed},
-                 lambda: (model_dir / "eval_results.json").is_file())  # fmt: skip
-    runner.run(train, lambda: _train(dataset_dir, train_dir, args.steps, args.seed))
-
-    plots = ("results.json", "precision_at_k.png", "tsne_shape_codes.png", "query_grid.png")
-    evaluation = Step("eval", eval_dir, {}, lambda: all((eval_dir / name).is_file() for name in plots))
-    runner.run(evaluation, lambda: run_cli("eval", ["eval", str(model_dir), "--data", str(dataset_dir), "--split", "test",
-               "--random-baseline", "--output", str(eval_dir)]))  # fmt: skip
-
-    index_dir = paths["index"]
-    index = Step("index", index_dir, {}, lambda: (index_dir / "manifest.json").is_file())
-    runner.run(index, lambda: _build_index(dataset_dir, paths["library"], index_dir, model_dir, args.seed))
-
+    for step, action in _reusable_steps(args, paths):
+        runner.run(step, action)
     queries, skipped = run_action("queries", lambda: _queries(paths, args.psb))
-    found, result = run_action("search", lambda: _search(index_dir, model_dir, queries))
-    run_action("report", lambda: _report(paths, model_dir, queries, skipped, found, result))
+    index, result = run_action("search", lambda: _search(paths["index"], paths["model"], queries))
+    run_action("report", lambda: _report(paths, queries, skipped, index, result))
     _print_next_steps(paths, args.out)
     return 0
+
+
+def _reusable_steps(args: argparse.Namespace, paths: dict[str, Path]) -> list[tuple[Step, Callable[[], None]]]:
+    """The steps worth reusing, in order: each with its output, settings and completeness check, and its work."""
+    dataset, train, model, evaluation, index = (paths[name] for name in ("dataset", "train", "model", "eval", "index"))
+    library_settings = {"per_category": args.per_category, "seed": args.seed, "views": VIEWS, "resolution": RESOLUTION}
+    return [
+        (
+            Step("library", dataset, library_settings, lambda: (dataset / BUILD_INFO).is_file()),
+            lambda: _build_library(dataset, args.per_category, args.seed),
+        ),
+        (
+            # save_pretrained writes eval_results.json last: a final/ without it is a save that was cut short.
+            Step("train", train, {"steps": args.steps, "seed": args.seed}, (model / "eval_results.json").is_file),
+            lambda: _train(dataset, train, args.steps, args.seed),
+        ),
+        (
+            Step("eval", evaluation, {}, lambda: all((evaluation / name).is_file() for name in EVAL_OUTPUTS)),
+            lambda: _evaluate(model, dataset, evaluation),
+        ),
+        (
+            Step("index", index, {}, (index / "manifest.json").is_file),
+            lambda: _build_index(dataset, paths["library"], index, model, args.seed),
+        ),
+    ]
+
+
+def _build_library(dataset_dir: Path, per_category: int, seed: int) -> None:
+    run_cli("library", ["data", "build", "procedural", "--per-category", str(per_category), "--views", str(VIEWS),
+            "--engine", "workbench", "--resolution", str(RESOLUTION), "--seed", str(seed), "--out", str(dataset_dir)])  # fmt: skip
+
+
+def _evaluate(model_dir: Path, dataset_dir: Path, eval_dir: Path) -> None:
+    run_cli("eval", ["eval", str(model_dir), "--data", str(dataset_dir), "--split", "test", "--random-baseline",
+            "--output", str(eval_dir)])  # fmt: skip
 
 
 def _train(dataset_dir: Path, train_dir: Path, steps: int, seed: int) -> None:
@@ -146,9 +164,9 @@ def _search(index_dir: Path, model_dir: Path, queries: list[Query]):
     return index, result
 
 
-def _report(paths: dict[str, Path], model_dir: Path, queries: list[Query], skipped: list[str], index, result) -> None:
+def _report(paths: dict[str, Path], queries: list[Query], skipped: list[str], index, result) -> None:
     grid = plot_search_grid(index, queries, result, paths["grid"])
-    write_report(paths["report"], paths["eval"], model_dir, queries, skipped, grid, TOP_K)
+    write_report(paths["report"], paths["eval"], paths["model"], queries, skipped, grid, TOP_K)
 
 
 def _print_next_steps(paths: dict[str, Path], out: Path) -> None:
