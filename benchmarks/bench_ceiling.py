@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from bench_search import simd_flags, timed
+from bench_search import timed
+from machine import simd_flags
 
 from hf_cmah.index.kernels import topk_search
 

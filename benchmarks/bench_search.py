@@ -21,20 +21,10 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from machine import simd_flags
 from numba import njit, prange
 
 from hf_cmah.index.kernels import topk_search
-
-
-def simd_flags() -> str:
-    """The SIMD flags that decide popcount speed (avx2, avx512f, avx512_vpopcntdq), from /proc/cpuinfo."""
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    wanted = ("avx2", "avx512f", "avx512_vpopcntdq")
-    return " ".join(f"{flag}={'yes' if flag in flags else 'no'}" for flag in wanted)
 
 
 def timed(function, repeats: int, warm_up: bool = True) -> tuple[float, object]:

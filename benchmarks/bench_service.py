@@ -24,19 +24,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_search import simd_flags
+from machine import cpu_model, simd_flags
 
 from hf_cmah.quickstart import quickstart_outputs
 from hf_cmah.service.process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def summary(latencies_s: list[float], wall_s: float) -> dict:

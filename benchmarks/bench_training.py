@@ -4,6 +4,13 @@
     python benchmarks/bench_training.py step --preset cmah-base --batch-size 256
     python benchmarks/bench_training.py mfu --preset cmah-base --train-log runs/x/train_log.jsonl
     python benchmarks/bench_training.py profile --preset cmah-base --batch-size 256   # where GPU time goes
+    python benchmarks/bench_training.py compare --baseline REV --data DIR   # CPU: this tree vs REV, one run
+
+``compare`` runs the real training module (``accelerate launch -m hf_cmah.training.train_cmah``,
+data loading included) for ``--steps`` steps of a config at two source trees, this one and a git
+worktree of ``--baseline``, alternating them ``--rounds`` times so that both see the same machine
+load, and prints samples/s (median of the logged windows after the first) and wall time of each
+run, their ratio, and how far the two loss curves of the same seed lie apart.
 
 FLOPs are counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` records every
 matmul, convolution and attention kernel of one training step (forward with the masked pass,
@@ -16,7 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -183,6 +195,61 @@ def run_profile(args) -> None:
     print(f"training step: {milliseconds(lambda: step(optimizer, 50), 5):.1f} ms")
 
 
+def _launch_training(tree: Path, config: str, overrides: list[str], threads: int) -> dict:
+    """One training run of ``tree``'s hf_cmah; samples/s from its log and its wall time."""
+    output = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+        "--num_cpu_threads_per_process", str(threads), "-m", "hf_cmah.training.train_cmah", config,
+        f"--set=output.dir={output}", "--set=output.report_to=none", *(f"--set={o}" for o in overrides),
+    ]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(tree), "TQDM_DISABLE": "1", "HF_DATASETS_OFFLINE": "1"}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=environment, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    records = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
+    shutil.rmtree(output)
+    return {
+        "samples_per_second": statistics.median(record["samples_per_second"] for record in records[1:]),
+        "wall_s": wall,
+        "losses": [record["loss"] for record in records],
+    }
+
+
+def run_compare(args) -> None:
+    """This tree against a baseline revision, alternating runs; the ratio is what the docs quote."""
+    from machine import machine_line
+
+    repo = Path(__file__).resolve().parents[1]
+    baseline = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / "tree"
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(baseline), args.baseline], check=True)
+    overrides = [f"data.path={Path(args.data).resolve()}", f"training.max_steps={args.steps}", *args.set]
+    print(f"{machine_line()}; torch {torch.__version__}; {args.threads} thread(s); config {args.config}")
+    print(f"{'round':>5} {'tree':<22} {'samples/s':>10} {'wall s':>7}")
+    runs: dict[str, list[dict]] = {"baseline": [], "this tree": []}
+    try:
+        for round_index in range(args.rounds):
+            for name, tree in (("baseline", baseline), ("this tree", repo)):
+                run = _launch_training(tree, args.config, overrides, args.threads)
+                runs[name].append(run)
+                label = f"{name} ({args.baseline[:10]})" if name == "baseline" else name
+                print(f"{round_index:>5} {label:<22} {run['samples_per_second']:>10.1f} {run['wall_s']:>7.1f}")
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(baseline)], check=True)
+    rate = {name: statistics.median(run["samples_per_second"] for run in group) for name, group in runs.items()}
+    wall = {name: statistics.median(run["wall_s"] for run in group) for name, group in runs.items()}
+    base_losses, new_losses = np.array(runs["baseline"][0]["losses"]), np.array(runs["this tree"][0]["losses"])
+    print(
+        f"median samples/s: baseline {rate['baseline']:.1f}, this tree {rate['this tree']:.1f} "
+        f"(x{rate['this tree'] / rate['baseline']:.2f}); median wall: {wall['baseline']:.1f} s vs "
+        f"{wall['this tree']:.1f} s (x{wall['baseline'] / wall['this tree']:.2f})"
+    )
+    gap = np.abs(new_losses - base_losses) / np.abs(base_losses)
+    print(f"loss curves ({len(base_losses)} logged steps, same seed): max relative gap {gap.max():.2e}")
+    print("baseline losses:  " + " ".join(f"{loss:.4f}" for loss in base_losses))
+    print("this tree losses: " + " ".join(f"{loss:.4f}" for loss in new_losses))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -199,12 +266,23 @@ def main() -> None:
     commands.choices["step"].add_argument("--steps", type=int, default=20)
     commands.choices["step"].add_argument("--warmup", type=int, default=5)
     commands.choices["mfu"].add_argument("--train-log", required=True)
+    compare = commands.add_parser("compare")
+    compare.add_argument("--baseline", required=True, help="git revision to compare against (e.g. a commit)")
+    compare.add_argument("--data", required=True, help="a built dataset (e.g. outputs/quickstart/dataset)")
+    compare.add_argument("--config", default="tiny-cpu", help="training config: a file or a bundled name")
+    compare.add_argument("--steps", type=int, default=60)
+    compare.add_argument("--rounds", type=int, default=2)
+    compare.add_argument("--threads", type=int, default=os.cpu_count())
+    compare.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args()
     if args.command == "write-dataset":
         write_dataset(args.folder, args.shapes, args.image_size, args.num_points)
         return
     if args.command == "profile":
         run_profile(args)
+        return
+    if args.command == "compare":
+        run_compare(args)
         return
     print(json.dumps(run_step_benchmark(args) if args.command == "step" else run_mfu(args), indent=1))
 

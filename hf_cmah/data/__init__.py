@@ -13,7 +13,7 @@ from .build import BuildResult, BuildSettings, build_dataset, build_to_folder
 from .builders import BUILDERS, collect_source
 from .cache import cache_root, unpack_archive
 from .features import shape_features
-from .pairing import group_views, select_views
+from .pairing import group_views, select_view_rows, select_views
 from .publish import check_publishable, push_dataset
 from .records import Failure, ImageRecord, ShapeRecord, ShapeSource
 from .storage import load_built_dataset, read_build_info, write_dataset
@@ -35,6 +35,7 @@ __all__ = [
     "load_built_dataset",
     "push_dataset",
     "read_build_info",
+    "select_view_rows",
     "select_views",
     "shape_features",
     "unpack_archive",

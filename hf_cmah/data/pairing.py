@@ -24,16 +24,22 @@ def group_views(dataset: datasets.Dataset) -> dict[str, list[int]]:
     return dict(groups)
 
 
-def select_views(dataset: datasets.Dataset, epoch: int, seed: int = 0, views_per_shape: int = 1) -> datasets.Dataset:
-    """The rows of one epoch: ``views_per_shape`` distinct random views of every shape (fewer if it has fewer)."""
+def select_view_rows(views: dict[str, list[int]], epoch: int, seed: int = 0, views_per_shape: int = 1) -> list[int]:
+    """Sorted row indices of one epoch from `group_views`' ``{shape_id: rows}``: ``views_per_shape``
+    distinct random views of every shape (fewer if it has fewer)."""
     if views_per_shape < 1:
         raise InvalidInputError(f"views_per_shape: expected a positive number, got {views_per_shape}")
     rng = np.random.default_rng([seed, epoch])
     chosen = []
-    for rows in group_views(dataset).values():
+    for rows in views.values():
         count = min(views_per_shape, len(rows))
         chosen.extend(int(row) for row in rng.choice(rows, size=count, replace=False))
-    return dataset.select(sorted(chosen))
+    return sorted(chosen)
 
 
-__all__ = ["group_views", "select_views"]
+def select_views(dataset: datasets.Dataset, epoch: int, seed: int = 0, views_per_shape: int = 1) -> datasets.Dataset:
+    """The rows of one epoch (`select_view_rows`) as a dataset."""
+    return dataset.select(select_view_rows(group_views(dataset), epoch, seed, views_per_shape))
+
+
+__all__ = ["group_views", "select_view_rows", "select_views"]

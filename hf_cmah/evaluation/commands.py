@@ -72,10 +72,19 @@ def add_commands(subparsers) -> None:
     push.set_defaults(handler=run_push)
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_train(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     if args.accelerate_config:
         command += ["--config_file", args.accelerate_config]
+    elif not _has_cuda():
+        # Without --cpu, accelerate gives a CPU run one OpenMP thread; with it, one per physical core.
+        command += ["--cpu", "--num_processes", "1"]
     command += ["-m", "hf_cmah.training.train_cmah", args.config]
     command += [f"--set={override}" for override in args.overrides]
     command += ["--resume"] if args.resume else []

@@ -112,16 +112,25 @@ class CMAHImageEmbeddings(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.hidden_size))
 
-    def forward(
-        self, pixel_values: torch.Tensor, mask_ratio: float = 0.0, noise: torch.Tensor | None = None
+    def embed_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Patch tokens with their positions ``[B, P, C]``, before masking (shared by the full and masked pass)."""
+        return self.patch_embeddings(pixel_values) + self.position_embeddings[:, 1:]
+
+    def mask_and_prepend_cls(
+        self, patches: torch.Tensor, mask_ratio: float = 0.0, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Returns tokens ``[B, 1 + P_kept, C]``, and the mask and restore ids when masking."""
-        patches = self.patch_embeddings(pixel_values) + self.position_embeddings[:, 1:]  # (B, P, C)
         mask = ids_restore = None
         if mask_ratio > 0:
             patches, mask, ids_restore = random_masking(patches, mask_ratio, noise)
         cls = (self.cls_token + self.position_embeddings[:, :1]).expand(patches.shape[0], -1, -1)
         return torch.cat([cls, patches], dim=1), mask, ids_restore
+
+    def forward(
+        self, pixel_values: torch.Tensor, mask_ratio: float = 0.0, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns tokens ``[B, 1 + P_kept, C]``, and the mask and restore ids when masking."""
+        return self.mask_and_prepend_cls(self.embed_patches(pixel_values), mask_ratio, noise)
 
 
 class CMAHPointGrouper(nn.Module):
@@ -150,16 +159,25 @@ class CMAHPointEmbeddings(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.cls_position = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
 
-    def forward(
-        self, neighbourhoods: torch.Tensor, centres: torch.Tensor, mask_ratio: float = 0.0, noise=None
+    def embed_groups(self, neighbourhoods: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """Group tokens with their centre positions ``[B, G, C]``, before masking (shared by both passes)."""
+        return self.group_encoder(neighbourhoods) + self.position_embeddings(centres)
+
+    def mask_and_prepend_cls(
+        self, groups: torch.Tensor, mask_ratio: float = 0.0, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Returns tokens ``[B, 1 + G_kept, C]``, and the mask and restore ids when masking."""
-        groups = self.group_encoder(neighbourhoods) + self.position_embeddings(centres)  # (B, G, C)
         mask = ids_restore = None
         if mask_ratio > 0:
             groups, mask, ids_restore = random_masking(groups, mask_ratio, noise)
         cls = (self.cls_token + self.cls_position).expand(groups.shape[0], -1, -1)
         return torch.cat([cls, groups], dim=1), mask, ids_restore
+
+    def forward(
+        self, neighbourhoods: torch.Tensor, centres: torch.Tensor, mask_ratio: float = 0.0, noise=None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns tokens ``[B, 1 + G_kept, C]``, and the mask and restore ids when masking."""
+        return self.mask_and_prepend_cls(self.embed_groups(neighbourhoods, centres), mask_ratio, noise)
 
 
 class CMAHEncoder(nn.Module):
@@ -338,24 +356,26 @@ class CMAHModel(CMAHPreTrainedModel):
         return points[..., :3].to(device=self.device, dtype=self.dtype)  # CMAH reads geometry only; colour is ignored
 
     # ----------------------------------------------------------------- encoders
-    def _encode_image(self, pixel_values: torch.Tensor, mask_ratio: float = 0.0, noise=None):
-        tokens, mask, ids_restore = self.image_embeddings(pixel_values, mask_ratio, noise)
+    def _encode_image(self, patches: torch.Tensor, mask_ratio: float = 0.0, noise=None):
+        """Hash logits, encoder states, mask and restore ids of embedded patches (`embed_patches`)."""
+        tokens, mask, ids_restore = self.image_embeddings.mask_and_prepend_cls(patches, mask_ratio, noise)
         hidden = self.image_encoder(tokens)
         return self.image_hash_head(hidden), hidden, mask, ids_restore
 
-    def _encode_points(self, neighbourhoods, centres, mask_ratio: float = 0.0, noise=None):
-        tokens, mask, ids_restore = self.point_embeddings(neighbourhoods, centres, mask_ratio, noise)
+    def _encode_points(self, groups: torch.Tensor, mask_ratio: float = 0.0, noise=None):
+        """Hash logits, encoder states, mask and restore ids of embedded groups (`embed_groups`)."""
+        tokens, mask, ids_restore = self.point_embeddings.mask_and_prepend_cls(groups, mask_ratio, noise)
         hidden = self.point_encoder(tokens)
         return self.point_hash_head(hidden), hidden, mask, ids_restore
 
     def get_image_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Hash logits ``[B, K]`` of full (unmasked) images."""
-        return self._encode_image(self._check_pixel_values(pixel_values))[0]
+        return self._encode_image(self.image_embeddings.embed_patches(self._check_pixel_values(pixel_values)))[0]
 
     def get_shape_logits(self, points: torch.Tensor) -> torch.Tensor:
         """Hash logits ``[B, K]`` of full point clouds."""
         neighbourhoods, centres = self.point_embeddings.grouper(self._check_points(points))
-        return self._encode_points(neighbourhoods, centres)[0]
+        return self._encode_points(self.point_embeddings.embed_groups(neighbourhoods, centres))[0]
 
     def get_image_codes(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """±1 int8 codes ``[B, K]`` of images (``pixel_values`` from `CMAHProcessor`)."""
@@ -436,8 +456,12 @@ class CMAHModel(CMAHPreTrainedModel):
                 f"and {xyz.shape[0]} point clouds"
             )
         neighbourhoods, centres = self.point_embeddings.grouper(xyz)
-        image_logits = self._encode_image(pixel_values)[0]
-        shape_logits = self._encode_points(neighbourhoods, centres)[0]
+        # Patch and group tokens are embedded once; the masked pass drops tokens from these
+        # (the group encoder is most of a step's FLOPs, so running it twice would nearly double it).
+        patches = self.image_embeddings.embed_patches(pixel_values)
+        groups = self.point_embeddings.embed_groups(neighbourhoods, centres)
+        image_logits = self._encode_image(patches)[0]
+        shape_logits = self._encode_points(groups)[0]
         image_codes, shape_codes = torch.tanh(image_logits), torch.tanh(shape_logits)
         temperature = config.contrastive_temperature
         contrastive = config.contrastive_weight * info_nce_loss(image_codes, shape_codes, temperature)
@@ -452,10 +476,10 @@ class CMAHModel(CMAHPreTrainedModel):
         image_loss = point_loss = zero
         if uses_masked_inputs:
             masked_image_logits, image_hidden, image_mask, image_restore = self._encode_image(
-                pixel_values, config.image_mask_ratio, image_noise
+                patches, config.image_mask_ratio, image_noise
             )
             masked_shape_logits, point_hidden, point_mask, point_restore = self._encode_points(
-                neighbourhoods, centres, config.point_mask_ratio, point_noise
+                groups, config.point_mask_ratio, point_noise
             )
             masked_image_codes, masked_shape_codes = torch.tanh(masked_image_logits), torch.tanh(masked_shape_logits)
             contrastive = contrastive + config.masked_contrastive_weight * 0.5 * (

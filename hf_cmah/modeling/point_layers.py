@@ -9,6 +9,7 @@ and is deterministic (FPS starts from a fixed index, no hidden random state). Li
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -69,7 +70,12 @@ def ball_query_indices(xyz: torch.Tensor, centres: torch.Tensor, radius: float, 
 class MiniPointNet(nn.Module):
     """Point-MAE's group encoder: shared MLP, max-pool, concat the global feature, MLP, max-pool.
 
-    ``[B, G, S, C_in]`` neighbourhoods → ``[B, G, out_channels]`` tokens.
+    ``[B, G, S, C_in]`` neighbourhoods → ``[B, G, out_channels]`` tokens. The weights keep Point-MAE's
+    1×1 ``Conv1d`` layout (checkpoints and converters rely on it), but the forward runs every 1×1
+    conv as one matmul over all B·G·S points, channels last, and splits the layer after the
+    concat: ``W · [pooled; local] = W_g · pooled + W_l · local``, so the global half is computed
+    once per group instead of once per point. Same function, about a third of the FLOPs of the
+    conv form and no layout transposes (docs/BENCHMARKS.md#training-on-cpu).
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class MiniPointNet(nn.Module):
     ):
         super().__init__()
         hidden, global_channels = first_channels
+        # Sequential indices name the checkpoint keys (first_conv.0.weight, …); the ReLUs hold no weights.
         self.first_conv = nn.Sequential(
             nn.Conv1d(in_channels, hidden, 1),
             nn.BatchNorm1d(hidden),
@@ -96,11 +103,23 @@ class MiniPointNet(nn.Module):
 
     def forward(self, neighborhoods: torch.Tensor) -> torch.Tensor:
         batch, groups, size, channels = neighborhoods.shape
-        features = self.first_conv(neighborhoods.reshape(batch * groups, size, channels).transpose(1, 2))  # (BG, C1, S)
-        pooled = features.max(dim=-1, keepdim=True).values  # (BG, C1, 1)
-        features = torch.cat([pooled.expand(-1, -1, size), features], dim=1)  # (BG, 2·C1, S)
-        features = self.second_conv(features).max(dim=-1).values  # (BG, C_out)
+        conv1, norm1, _, conv2 = self.first_conv
+        conv3, norm2, _, conv4 = self.second_conv
+        points = neighborhoods.reshape(batch * groups * size, channels)
+        local = pointwise(conv2, torch.relu(norm1(pointwise(conv1, points))))  # (BGS, C1)
+        local = local.view(batch * groups, size, -1)
+        pooled = local.max(dim=1).values  # (BG, C1)
+        weight = conv3.weight.squeeze(-1)  # (C2, 2·C1): global columns first, as the concat ordered them
+        global_part = F.linear(pooled, weight[:, : pooled.shape[-1]], conv3.bias)  # (BG, C2)
+        hidden = F.linear(local, weight[:, pooled.shape[-1] :]) + global_part.unsqueeze(1)  # (BG, S, C2)
+        hidden = torch.relu(norm2(hidden.view(batch * groups * size, -1)))
+        features = pointwise(conv4, hidden).view(batch * groups, size, -1).max(dim=1).values  # (BG, C_out)
         return features.reshape(batch, groups, -1)
+
+
+def pointwise(conv: nn.Conv1d, features: torch.Tensor) -> torch.Tensor:
+    """A 1×1 ``Conv1d`` applied to channels-last rows ``[..., C_in]``: one matmul."""
+    return F.linear(features, conv.weight.squeeze(-1), conv.bias)
 
 
 class CentrePositionMLP(nn.Module):

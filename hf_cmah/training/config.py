@@ -60,6 +60,9 @@ class DataSection:
     # or `thumbnail` for the thumbnail column.
     image_kind: str = "render"
     num_workers: int = field(default=0, metadata=_check(_non_negative, "be >= 0"))
+    # The train split's processed tensors (pixel_values, points) are made once and kept in memory
+    # when they fit in this many GiB, so no batch waits on PNG decoding; 0 decodes every batch.
+    cache_gib: float = field(default=2.0, metadata=_check(_non_negative, "be >= 0"))
 
 
 @dataclass(frozen=True)

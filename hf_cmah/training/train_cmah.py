@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from hf_cmah import CMAHModel, CMAHProcessor
-from hf_cmah.data import load_built_dataset, select_views
+from hf_cmah.data import group_views, load_built_dataset, select_view_rows
 from hf_cmah.evaluation.retrieval import encode_images, encode_shapes, image_rows, score_retrieval, summarize
 from hf_cmah.modeling.modeling_cmah import info_nce_loss
 from hf_cmah.training.config import TrainingConfig, load_training_config
@@ -53,29 +53,60 @@ class TrainingProgress:
 
 
 class EpochViews(torch.utils.data.Dataset):
-    """The pairs of the current epoch (`select_views`: one random view of every shape) as a torch Dataset.
+    """The pairs of the current epoch (`select_view_rows`: one random view of every shape) as a torch Dataset.
 
     One view per shape keeps two views of a shape out of one batch, where InfoNCE would count them
     as negatives. The loader is prepared once; ``set_epoch`` swaps in the next epoch's draw, which
     depends only on (seed, epoch), so a resumed run sees the same pairs.
+
+    When the split's processed tensors fit in ``cache_gib``, every row goes through the processor
+    once here (it is deterministic per image and per cloud) and batches are slices of those
+    tensors; otherwise each batch is decoded and processed as it is drawn.
     """
 
-    def __init__(self, split, image_column: str, seed: int):
-        self.split = split.select_columns(["shape_id", image_column, "points"])
+    def __init__(self, split, image_column: str, seed: int, processor: CMAHProcessor, cache_gib: float):
+        self.split = split.select_columns([image_column, "points"]).with_format(
+            "numpy", columns=["points"], output_all_columns=True
+        )
         self.image_column = image_column
+        self.processor = processor
         self.seed = seed
+        self.views = group_views(split)
+        self.cache = self._preprocess_all() if cache_size_gib(len(split), processor) <= cache_gib else None
         self.set_epoch(0)
 
+    def _preprocess_all(self, chunk: int = 256) -> dict[str, torch.Tensor]:
+        parts = []
+        for start in tqdm(range(0, len(self.split), chunk), desc="processing the train split once", leave=False):
+            rows = self.split[start : start + chunk]
+            parts.append(self.processor(images=rows[self.image_column], points=rows["points"], return_tensors="pt"))
+        return {key: torch.cat([part[key] for part in parts]) for key in ("pixel_values", "points")}
+
     def set_epoch(self, epoch: int) -> None:
-        rows = select_views(self.split, epoch=epoch, seed=self.seed)
-        self.rows = rows.with_format("numpy", columns=["points"], output_all_columns=True)
+        self.rows = select_view_rows(self.views, epoch=epoch, seed=self.seed)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
-        return {"image": row[self.image_column], "points": row["points"]}
+        if self.cache is not None:
+            return {key: tensor[row] for key, tensor in self.cache.items()}
+        item = self.split[row]
+        return {"image": item[self.image_column], "points": item["points"]}
+
+    def collate(self, items: list[dict]) -> dict:
+        if self.cache is not None:
+            return {key: torch.stack([item[key] for item in items]) for key in ("pixel_values", "points")}
+        return self.processor(
+            images=[item["image"] for item in items], points=[item["points"] for item in items], return_tensors="pt"
+        )
+
+
+def cache_size_gib(rows: int, processor: CMAHProcessor) -> float:
+    """Memory of every row's float32 ``pixel_values`` and ``points``."""
+    per_row = 3 * processor.image_size**2 + 3 * processor.num_points
+    return rows * per_row * 4 / 2**30
 
 
 def get_dataloaders(config: TrainingConfig, processor: CMAHProcessor):
@@ -85,19 +116,13 @@ def get_dataloaders(config: TrainingConfig, processor: CMAHProcessor):
         if split not in dataset_dict:
             raise ValueError(f"{config.dataset_path}: no split {split!r}; it has {sorted(dataset_dict)}")
     train_split, image_column = image_rows(dataset_dict[config.data.train_split], config.data.image_kind)
-    pairs = EpochViews(train_split, image_column, seed=config.training.seed)
-
-    def collate(rows: list[dict]) -> dict:
-        return processor(
-            images=[row["image"] for row in rows], points=[row["points"] for row in rows], return_tensors="pt"
-        )
-
+    pairs = EpochViews(train_split, image_column, config.training.seed, processor, config.data.cache_gib)
     train_dataloader = DataLoader(
         pairs,
         batch_size=config.training.batch_size,
         shuffle=True,
         drop_last=True,  # InfoNCE batches of one size; a last tiny batch would have almost no negatives
-        collate_fn=collate,
+        collate_fn=pairs.collate,
         num_workers=config.data.num_workers,
     )
     if len(train_dataloader) == 0:
@@ -214,6 +239,7 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> None:
         [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=train.learning_rate,
         betas=(train.adam_beta1, train.adam_beta2),
+        foreach=True,  # one fused update over all tensors; torch picks the per-tensor loop on CPU otherwise
     )
     # Stepped once per optimizer step by this loop (not prepared: accelerate would step it per process).
     scheduler = get_cosine_schedule_with_warmup(optimizer, train.warmup_steps, train.max_steps)
@@ -221,6 +247,7 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> None:
     model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
     accelerator.register_for_checkpointing(scheduler, progress)
 
+    accelerator.print(f"training on {accelerator.device} ({torch.get_num_threads()} CPU threads per process)")
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         accelerator.print(f"resumed from {resume_from} at step {progress.step}")
@@ -246,6 +273,7 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> None:
     if resume_from is not None and best_results.exists():  # keep the best of the run so far
         best_score = json.loads(best_results.read_text())["image_to_shape/map@all"]
     last_log_time, samples_since_log = time.perf_counter(), 0
+    metrics = {}  # the last evaluation's numbers, saved with the final model
     model.train()
     while progress.step < train.max_steps:
         pairs.set_epoch(epoch)
@@ -310,7 +338,6 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> None:
                         shutil.rmtree(old)
 
             every = config.output.eval_every
-            metrics = {}
             if every and (step % every == 0 or step == train.max_steps):
                 if accelerator.is_main_process:
                     metrics = evaluate(accelerator, model, processor, eval_split, config)
@@ -321,12 +348,12 @@ def training_function(config: TrainingConfig, args: argparse.Namespace) -> None:
                         save_model(accelerator, model, processor, config, output_dir / "best", metrics)
                 accelerator.wait_for_everyone()
                 last_log_time = time.perf_counter()  # evaluation time is not training throughput
-            if step == train.max_steps:
-                save_model(accelerator, model, processor, config, output_dir / "final", metrics)
             if step >= train.max_steps:
                 break
         epoch, skip = epoch + 1, 0
     bar.close()
+    # After the loop, so a run killed between its last checkpoint and this save gets it on --resume.
+    save_model(accelerator, model, processor, config, output_dir / "final", metrics)
     accelerator.end_training()
 
 

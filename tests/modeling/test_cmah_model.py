@@ -31,6 +31,27 @@ def test_forward_backward_every_loss_part_finite_and_positive(tiny_config):
     )
 
 
+def test_masked_pass_equals_encoding_the_masked_inputs_afresh(tiny_config):
+    """The training forward embeds patches and groups once for both passes; the masked codes must be
+    what the embeddings' own forward (which embeds again, then masks) gives for the same noise."""
+    torch.manual_seed(0)
+    model = CMAHModel(tiny_config).train()
+    pixel_values, points = synthetic_pairs(4, tiny_config.num_points, tiny_config.image_size)
+    image_noise = torch.rand(4, tiny_config.num_patches)
+    point_noise = torch.rand(4, tiny_config.num_groups)
+    output = model(pixel_values, points, image_noise=image_noise, point_noise=point_noise)
+
+    tokens, image_mask, _ = model.image_embeddings(pixel_values, tiny_config.image_mask_ratio, image_noise)
+    neighbourhoods, centres = model.point_embeddings.grouper(points)
+    groups, point_mask, _ = model.point_embeddings(neighbourhoods, centres, tiny_config.point_mask_ratio, point_noise)
+    image_codes = torch.tanh(model.image_hash_head(model.image_encoder(tokens)))
+    shape_codes = torch.tanh(model.point_hash_head(model.point_encoder(groups)))
+    torch.testing.assert_close(output.masked_image_codes, image_codes)
+    torch.testing.assert_close(output.masked_shape_codes, shape_codes)
+    assert torch.equal(output.image_mask, image_mask) and torch.equal(output.point_mask, point_mask)
+    torch.testing.assert_close(output.shape_codes, torch.tanh(model.get_shape_logits(points)))
+
+
 def test_contrastive_only_ablation_skips_masked_pass(tiny_config):
     config = CMAHConfig.from_preset(
         "cmah-tiny", masked_contrastive_weight=0.0, image_reconstruction_weight=0.0, point_reconstruction_weight=0.0

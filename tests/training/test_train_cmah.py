@@ -110,6 +110,22 @@ def test_resume_reproduces_the_uninterrupted_loss(trained_run):
     assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in uninterrupted], rel=1e-5, abs=1e-6)
 
 
+def test_resume_after_the_last_checkpoint_saves_the_final_model(trained_run):
+    """Killed between the step-10 checkpoint and the final save: --resume trains nothing and saves final/."""
+    import torch
+    from safetensors.torch import load_file
+
+    config, run = trained_run
+    killed = run.parent / "killed-at-the-end"
+    shutil.copytree(run, killed)
+    shutil.rmtree(killed / "final")
+    result = launch(config, f"--set=output.dir={killed}", "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert losses(killed) == losses(run)  # no step was redone
+    saved, expected = load_file(killed / "final" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
+    assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)
+
+
 def test_fresh_start_refuses_a_folder_with_checkpoints_and_resume_needs_one(trained_run, tmp_path, capsys):
     from hf_cmah.training.train_cmah import main
 
@@ -141,3 +157,33 @@ def test_eval_command_scores_renders_thumbnails_and_random_codes(trained_run, sy
         assert scores["num_database"] == 12
         for plot in ("precision_at_k.png", "tsne_shape_codes.png", "query_grid.png"):
             assert (output / plot).stat().st_size > 1000
+
+
+def test_cached_and_decoded_batches_are_the_same_tensors(synthetic_dataset):
+    """The in-memory cache of processed pairs changes speed only: epoch by epoch, the same batches."""
+    import torch
+
+    from hf_cmah import CMAHProcessor
+    from hf_cmah.training.config import load_training_config
+    from hf_cmah.training.train_cmah import get_dataloaders
+
+    def epochs(cache_gib: float) -> list[dict]:
+        config = load_training_config(
+            bundled_configs()["tiny-cpu"],
+            [f"data.path={synthetic_dataset}", f"data.cache_gib={cache_gib}", "training.batch_size=4"],
+        )
+        processor = CMAHProcessor.from_model_config(config.model_config())
+        loader, pairs, _ = get_dataloaders(config, processor)
+        assert (pairs.cache is not None) == (cache_gib > 0)
+        batches = []
+        for epoch in range(2):
+            torch.manual_seed(epoch)  # the loader's shuffle
+            pairs.set_epoch(epoch)
+            batches += list(loader)
+        return batches
+
+    cached, decoded = epochs(2.0), epochs(0.0)
+    assert len(cached) == len(decoded) > 2
+    for left, right in zip(cached, decoded):
+        assert torch.equal(left["pixel_values"], right["pixel_values"]) and torch.equal(left["points"], right["points"])
+    assert not torch.equal(cached[0]["pixel_values"], cached[len(cached) // 2]["pixel_values"])  # epochs differ
