@@ -1,12 +1,15 @@
 """The Hub without a network: a loopback stand-in for the endpoints `create_repo`, `list_repo_files` and commits
-use, and :func:`cached_snapshot`, which lays a folder out as a repo in an offline Hub cache."""
+use, :func:`cached_snapshot`, which lays a folder out as a repo in an offline Hub cache, and
+:func:`cache_pushed_repos`, which does so for every repo pushed to the loopback Hub (a push, then a load by id)."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,9 +17,11 @@ from pathlib import Path
 
 
 class LoopbackHub(BaseHTTPRequestHandler):
-    """Keeps each repo's files in memory (``repos[repo_id][path] = bytes``); files arrive inline (base64 NDJSON)."""
+    """Keeps each repo's files in memory (``repos[repo_id][path] = bytes``) and its type (``repo_types[repo_id]``:
+    model, dataset or space); files arrive inline (base64 NDJSON)."""
 
     repos: dict[str, dict[str, bytes]] = {}
+    repo_types: dict[str, str] = {}
     validated: list[str] = []
 
     def log_message(self, *args):  # keep test output clean
@@ -56,7 +61,8 @@ class LoopbackHub(BaseHTTPRequestHandler):
             return self._reply(
                 {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
             )
-        if parts[4] == "commit":
+        if parts[4] == "commit":  # /api/{type}s/{org}/{name}/commit/{revision}
+            self.repo_types[repo_id] = parts[1].removesuffix("s")
             for line in body.decode().splitlines():
                 item = json.loads(line)
                 if item["key"] == "file":
@@ -91,3 +97,25 @@ def cached_snapshot(hub_dir: Path, repo_type: str, repo_id: str, folder: Path, c
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return snapshot
+
+
+def materialise(files: dict[str, bytes], folder: Path) -> Path:
+    """Write a repo's files out as the folder a snapshot download would give."""
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def cache_pushed_repos(hub_dir: Path) -> None:
+    """Lay every repo :class:`LoopbackHub` holds out in ``hub_dir`` as its newest offline-cache snapshot (named by a
+    hash of its files), so that loads with ``HF_HUB_OFFLINE=1`` read back what a push wrote."""
+    for repo_id, files in LoopbackHub.repos.items():
+        digest = hashlib.sha1()
+        for name in sorted(files):
+            digest.update(name.encode() + b"\0" + files[name])
+        repo_type = LoopbackHub.repo_types.get(repo_id, "model")
+        snapshot = Path(hub_dir) / f"{repo_type}s--{repo_id.replace('/', '--')}" / "snapshots" / digest.hexdigest()
+        if files and not snapshot.is_dir():
+            with tempfile.TemporaryDirectory() as folder:
+                cached_snapshot(hub_dir, repo_type, repo_id, materialise(files, Path(folder)), digest.hexdigest())

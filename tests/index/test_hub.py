@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from hf_cmah.index import ModelFingerprint, ShapeIndex
 from hf_cmah.index.assets import image_png, store_asset
 from hf_cmah.modeling import CMAHConfig, CMAHModel
 from tests.conftest import REPO_ROOT
-from tests.loopback_hub import LoopbackHub, cached_snapshot, loopback_hub
+from tests.loopback_hub import LoopbackHub, cached_snapshot, loopback_hub, materialise
 
 REPO_ID = "hf-cmah-tests/tiny-library"
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
@@ -86,14 +85,6 @@ def test_from_pretrained_reads_a_dataset_repo_from_an_offline_hub_cache(saved_in
     root, ids, label, message = json.loads(result.stdout.strip().splitlines()[-1])
     assert root == str(snapshot) and ids == [["shape-2"]] and label == "chair"
     assert "not in the Hub cache while the Hub cannot be reached (HF_HUB_OFFLINE=1" in message
-
-
-def materialise(files: dict[str, bytes], folder: Path) -> Path:
-    """Write a repo's files out as the folder a snapshot download would give."""
-    for name, data in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data)
-    return folder
 
 
 def test_push_uploads_the_index_with_a_card_in_one_commit_and_a_repush_drops_stale_files(
