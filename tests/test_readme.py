@@ -50,15 +50,16 @@ TINY_TRAINING = (
     " --set output.eval_every=0 --set output.report_to=none"
 )
 QUICKSTART_ARGS = "--per-category 3 --steps 2"
+OPENSHAPE_PROJECTION_DIM = 20  # the tiny checkpoint's shared embedding width
 # `hf-cmah` with the OpenShape converter's preset swapped for tests/convert's tiny widths and a tiny local CLIP.
-TINY_CONVERTER = """
+TINY_CONVERTER = f"""
 import sys
 from hf_cmah.cli import main
 from hf_cmah.convert import common, openshape
 from tests.convert.test_convert_prealigned import ppat_config
 
 def tiny_target(config, preset, code_bits, source):
-    tiny = ppat_config(projection_dim=20, shape_projection="linear")
+    tiny = ppat_config(projection_dim={OPENSHAPE_PROJECTION_DIM}, shape_projection="linear")
     tiny.image_tower_checkpoint = "tiny-clip"
     return common.target_config(tiny, preset, code_bits, source)
 
@@ -143,7 +144,7 @@ class Block:
         """The shell commands: one per line (``\\`` continues it); in a console block, the ``$ `` lines."""
         commands, pending, start = [], "", 0
         for number, line in enumerate(self.code.splitlines(), start=self.line):
-            if self.language == "console":
+            if self.language == "console" and not pending:  # a continued command's next line has no prompt
                 if not line.startswith("$ "):
                     continue
                 line = line[2:]
@@ -213,14 +214,14 @@ def write_openshape_checkpoint(folder: Path) -> None:
     """tests/convert's random PPAT weights in OpenShape's L/14 layout as ``model.pt``, and its tiny CLIP."""
     import torch
 
-    from tests.convert.test_convert_prealigned import ppat_state_dict, tiny_clip
+    from tests.convert.test_convert_prealigned import PPAT, ppat_state_dict, tiny_clip
 
     generator = torch.Generator().manual_seed(4)
     checkpoint = {f"pc_encoder.ppat.{key}": value for key, value in ppat_state_dict(seed=3).items()}
-    checkpoint["pc_encoder.proj.weight"] = torch.randn(20, 32, generator=generator) * 0.2
-    checkpoint["pc_encoder.proj.bias"] = torch.randn(20, generator=generator) * 0.1
+    checkpoint["pc_encoder.proj.weight"] = torch.randn(OPENSHAPE_PROJECTION_DIM, PPAT["dim"], generator=generator)
+    checkpoint["pc_encoder.proj.bias"] = torch.randn(OPENSHAPE_PROJECTION_DIM, generator=generator)
     torch.save(checkpoint, folder / "model.pt")
-    tiny_clip(folder / "tiny-clip", projection_dim=20)
+    tiny_clip(folder / "tiny-clip", projection_dim=OPENSHAPE_PROJECTION_DIM)
 
 
 @pytest.fixture(scope="module")
