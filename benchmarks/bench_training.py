@@ -205,7 +205,8 @@ def _launch_training(tree: Path, config: str, overrides: list[str], threads: int
     ]  # fmt: skip
     environment = {**os.environ, "PYTHONPATH": str(tree), "TQDM_DISABLE": "1", "HF_DATASETS_OFFLINE": "1"}
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=environment, capture_output=True, text=True)
+    # In the tree itself: `python -m` puts the working directory first on sys.path, before PYTHONPATH.
+    subprocess.run(command, check=True, env=environment, capture_output=True, text=True, cwd=tree)
     wall = time.perf_counter() - start
     records = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
     shutil.rmtree(output)
@@ -224,13 +225,14 @@ def run_compare(args) -> None:
     baseline = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / "tree"
     subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(baseline), args.baseline], check=True)
     overrides = [f"data.path={Path(args.data).resolve()}", f"training.max_steps={args.steps}", *args.set]
-    print(f"{machine_line()}; torch {torch.__version__}; {args.threads} thread(s); config {args.config}")
+    threads = {"baseline": args.baseline_threads or args.threads, "this tree": args.threads}
+    print(f"{machine_line()}; torch {torch.__version__}; threads {threads}; config {args.config}")
     print(f"{'round':>5} {'tree':<22} {'samples/s':>10} {'wall s':>7}")
     runs: dict[str, list[dict]] = {"baseline": [], "this tree": []}
     try:
         for round_index in range(args.rounds):
             for name, tree in (("baseline", baseline), ("this tree", repo)):
-                run = _launch_training(tree, args.config, overrides, args.threads)
+                run = _launch_training(tree, args.config, overrides, threads[name])
                 runs[name].append(run)
                 label = f"{name} ({args.baseline[:10]})" if name == "baseline" else name
                 print(f"{round_index:>5} {label:<22} {run['samples_per_second']:>10.1f} {run['wall_s']:>7.1f}")
@@ -273,6 +275,11 @@ def main() -> None:
     compare.add_argument("--steps", type=int, default=60)
     compare.add_argument("--rounds", type=int, default=2)
     compare.add_argument("--threads", type=int, default=os.cpu_count())
+    compare.add_argument(
+        "--baseline-threads",
+        type=int,
+        help="threads of the baseline's runs (default --threads; 1 = how plain `accelerate launch` ran it)",
+    )
     compare.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args()
     if args.command == "write-dataset":
