@@ -106,13 +106,15 @@ class MiniPointNet(nn.Module):
         conv1, norm1, _, conv2 = self.first_conv
         conv3, norm2, _, conv4 = self.second_conv
         points = neighborhoods.reshape(batch * groups * size, channels)
-        local = pointwise(conv2, torch.relu(norm1(pointwise(conv1, points))))  # (BGS, C1)
+        # In-place ReLUs and add, as Point-MAE's ReLU(inplace=True): batch norm's and linear's
+        # backward need their inputs, not their outputs, and the 16k × 512 buffers are not copied.
+        local = pointwise(conv2, F.relu(norm1(pointwise(conv1, points)), inplace=True))  # (BGS, C1)
         local = local.view(batch * groups, size, -1)
         pooled = local.max(dim=1).values  # (BG, C1)
         weight = conv3.weight.squeeze(-1)  # (C2, 2·C1): global columns first, as the concat ordered them
         global_part = F.linear(pooled, weight[:, : pooled.shape[-1]], conv3.bias)  # (BG, C2)
-        hidden = F.linear(local, weight[:, pooled.shape[-1] :]) + global_part.unsqueeze(1)  # (BG, S, C2)
-        hidden = torch.relu(norm2(hidden.view(batch * groups * size, -1)))
+        hidden = F.linear(local, weight[:, pooled.shape[-1] :]).add_(global_part.unsqueeze(1))  # (BG, S, C2)
+        hidden = F.relu(norm2(hidden.view(batch * groups * size, -1)), inplace=True)
         features = pointwise(conv4, hidden).view(batch * groups, size, -1).max(dim=1).values  # (BG, C_out)
         return features.reshape(batch, groups, -1)
 
