@@ -84,7 +84,9 @@ class StepRunner:
     def _record(self, step: Step) -> None:
         self.records[step.name] = step.settings
         self.record_file.parent.mkdir(parents=True, exist_ok=True)
-        self.record_file.write_text(json.dumps(self.records, indent=1))
+        partial = self.record_file.with_suffix(".json.partial")  # a killed write never leaves half a record
+        partial.write_text(json.dumps(self.records, indent=1))
+        partial.replace(self.record_file)
 
 
 def run_action(step: str, action: Callable[[], T]) -> T:
