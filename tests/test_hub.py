@@ -74,7 +74,7 @@ def test_push_uploads_model_processor_and_card_to_a_loopback_hub(saved_model):
 def test_push_command_takes_this_models_results(saved_model, tmp_path, capsys):
     import argparse
 
-    from hf_cmah.evaluation.commands import add_commands
+    from hf_cmah.cli.push import add_commands
 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"))

@@ -1,4 +1,4 @@
-"""Retrieval evaluation: metrics (NumPy), encoding and scoring (`retrieval`), plots, the CLI commands.
+"""Retrieval evaluation: metrics (NumPy), encoding and scoring (`retrieval`), plots; `hf-cmah eval` is in hf_cmah.cli.
 
 Only the metrics are imported here, so that ``import hf_cmah.evaluation`` stays light.
 """

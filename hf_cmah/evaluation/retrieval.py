@@ -140,11 +140,33 @@ def summarize(results: dict, keys: tuple[str, ...] = ("map@all", "map@100", "p@1
     }
 
 
+HEADLINE = (
+    ("image_to_shape", "map@all", "i→s mAP@all"),
+    ("image_to_shape", "p@10", "i→s P@10"),
+    ("image_to_shape", "acc@1", "i→s Acc@1"),
+    ("image_to_shape", "acc@10", "i→s Acc@10"),
+    ("shape_to_image", "map@all", "s→i mAP@all"),
+    ("shape_to_image", "p@10", "s→i P@10"),
+    ("shape_to_image", "acc@1", "s→i Acc@1"),
+)
+
+
+def markdown_table(results: dict) -> str:
+    """One row per model of ``{model: score_retrieval output}``: the headline numbers `hf-cmah eval` prints."""
+    header = "| model | " + " | ".join(name for _, _, name in HEADLINE) + " |"
+    lines = [header, "|" + "---|" * (len(HEADLINE) + 1)]
+    for model, scores in results.items():
+        cells = [f"{scores[direction][key]:.3f}" for direction, key, _ in HEADLINE]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 __all__ = [
     "EncodedSet",
     "encode_images",
     "encode_shapes",
     "image_rows",
+    "markdown_table",
     "random_codes",
     "score_retrieval",
     "summarize",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..evaluation.commands import markdown_table
 from ..evaluation.plots import plot_thumbnail_grid
+from ..evaluation.retrieval import markdown_table
 from .queries import Query, load_query_image
 
 MODEL_LABEL = "trained cmah-tiny"

@@ -408,7 +408,7 @@ def test_ulip2_unknown_keys_are_listed(tmp_path):
 def test_cli_reports_a_bad_checkpoint(tmp_path):
     import argparse
 
-    from hf_cmah.convert.commands import add_commands
+    from hf_cmah.cli.convert import add_commands
     from hf_cmah.errors import InvalidInputError
 
     parser = argparse.ArgumentParser()

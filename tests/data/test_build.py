@@ -19,7 +19,7 @@ from hf_cmah.data import (
     push_dataset,
     select_views,
 )
-from hf_cmah.data.commands import add_commands
+from hf_cmah.cli.data import add_commands
 from hf_cmah.data.records import ImageRecord, ShapeRecord, ShapeSource
 from hf_cmah.errors import InvalidInputError, MeshLoadError
 from hf_cmah.render.launcher import RenderSettings

@@ -9,7 +9,8 @@ import pytest
 import trimesh
 
 from hf_cmah.errors import InvalidInputError, MeshLoadError
-from hf_cmah.index import ShapeIndex, build_index, commands, list_mesh_folder
+from hf_cmah.cli import index as index_commands
+from hf_cmah.index import ShapeIndex, build_index, list_mesh_folder
 from hf_cmah.index.encoding import ShapeEncoder
 
 
@@ -70,7 +71,7 @@ def test_killed_build_resumes_from_finished_batches(model, library, tmp_path, mo
 
 def run_cli(argv):
     parser = argparse.ArgumentParser()
-    commands.add_commands(parser.add_subparsers(dest="command", required=True))
+    index_commands.add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.handler(args)
 

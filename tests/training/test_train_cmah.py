@@ -139,7 +139,7 @@ def test_fresh_start_refuses_a_folder_with_checkpoints_and_resume_needs_one(trai
 def test_eval_command_scores_renders_thumbnails_and_random_codes(trained_run, synthetic_dataset, tmp_path):
     import argparse
 
-    from hf_cmah.evaluation.commands import add_commands
+    from hf_cmah.cli.evaluate import add_commands
 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"))

@@ -36,8 +36,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def service_settings(args: argparse.Namespace):
     """The ServiceSettings of the command line: flags, else --config, else the environment."""
-    from .sample import sample_examples
-    from .settings import ServiceSettings, libraries_from_env, libraries_from_yaml, library_specs, read_token
+    from ..service.sample import sample_examples
+    from ..service.settings import ServiceSettings, libraries_from_env, libraries_from_yaml, library_specs, read_token
 
     if args.config and args.model:
         from ..errors import ConfigError
@@ -63,8 +63,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from .app import create_app
-    from .libraries import LibraryRegistry
+    from ..service.app import create_app
+    from ..service.libraries import LibraryRegistry
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = service_settings(args)

@@ -63,9 +63,9 @@ def _background(text: str) -> tuple[int, int, int] | None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from ..data.build import BuildSettings, build_to_folder
+    from ..data.builders import collect_source
     from ..render.launcher import RenderSettings
-    from .build import BuildSettings, build_to_folder
-    from .builders import collect_source
 
     source = collect_source(
         args.builder,
@@ -111,7 +111,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .publish import push_dataset
+    from ..data.publish import push_dataset
 
     print(push_dataset(args.folder, args.repo_id, private=args.private, token=args.token))
     return 0

@@ -22,7 +22,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _convert_openshape(args: argparse.Namespace) -> int:
-    from .openshape import convert_openshape
+    from ..convert.openshape import convert_openshape
 
     out, report = convert_openshape(
         args.checkpoint, args.out, clip=args.clip, variant=args.variant, code_bits=args.code_bits,
@@ -34,7 +34,7 @@ def _convert_openshape(args: argparse.Namespace) -> int:
 
 
 def _convert_ulip2(args: argparse.Namespace) -> int:
-    from .ulip2 import convert_ulip2
+    from ..convert.ulip2 import convert_ulip2
 
     out, report = convert_ulip2(
         args.checkpoint, args.out, clip=args.clip, code_bits=args.code_bits, trust_pickle=args.trust_pickle

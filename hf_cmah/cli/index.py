@@ -85,7 +85,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     from ..errors import InvalidInputError
-    from .encoding import build_index, load_retriever
+    from ..index.encoding import build_index, load_retriever
 
     library = _library(args.library, args.split)
     if args.mesh_root and isinstance(library, str):
@@ -117,7 +117,7 @@ def _report_asset_notes(index, mesh_root: str | None) -> None:
     """One line per kind of asset note: how many shapes have it and which (the first few)."""
     from pathlib import Path
 
-    from .encoding import MESH_NOT_FOUND_NOTE
+    from ..index.encoding import MESH_NOT_FOUND_NOTE
 
     groups: dict[str, list[str]] = {}
     for shape_id, note in zip(index.shape_ids, index.metadata.column("asset_note").to_pylist()):
@@ -151,8 +151,8 @@ def _library(path: str, splits: list[str] | None):
 
 
 def run_export_milvus(args: argparse.Namespace) -> int:
-    from .milvus import export_to_milvus
-    from .shape_index import ShapeIndex
+    from ..index.milvus import export_to_milvus
+    from ..index.shape_index import ShapeIndex
 
     count = export_to_milvus(ShapeIndex.load(args.index_dir), args.uri, args.collection, overwrite=args.overwrite)
     print(f"exported {count} shapes to {args.uri} collection {args.collection!r}")
@@ -160,14 +160,14 @@ def run_export_milvus(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from .storage import read_manifest
+    from ..index.storage import read_manifest
 
     print(json.dumps(read_manifest(args.index_dir), indent=2, sort_keys=True))
     return 0
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from .shape_index import ShapeIndex
+    from ..index.shape_index import ShapeIndex
 
     index = ShapeIndex.load(args.index_dir)
     url = index.push_to_hub(args.repo_id, private=args.private, model_id=args.model_id, license=args.license)
@@ -177,13 +177,13 @@ def run_push(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     from ..errors import InvalidInputError
-    from .shape_index import ShapeIndex
+    from ..index.shape_index import ShapeIndex
 
     if (args.image or args.shape) and not args.model:
         raise InvalidInputError("--model: needed to encode an --image or --shape query")
     index = ShapeIndex.from_pretrained(args.index_dir)
     if args.model:
-        from .encoding import load_retriever
+        from ..index.encoding import load_retriever
 
         index.set_model(*load_retriever(args.model))
     if args.backend == "milvus":

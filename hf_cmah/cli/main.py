@@ -1,8 +1,8 @@
-"""The `hf-cmah` command line: one sub-command group per role folder.
+"""The `hf-cmah` command line: one module of this package per command group, wired here.
 
-Each role registers its sub-commands with an ``add_commands(subparsers)`` function in its
-own ``commands`` module and imports heavy libraries inside the handlers, so `hf-cmah --help`
-stays fast. Errors of hf_cmah (``ValueError`` subclasses) print as one line, exit code 2.
+Each module registers its sub-commands with an ``add_commands(subparsers)`` function and
+imports heavy libraries inside its handlers, so `hf-cmah --help` stays fast. Errors of
+hf_cmah (``ValueError`` subclasses) print as one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -11,22 +11,15 @@ import argparse
 import importlib
 import sys
 
-# Modules that define `add_commands(subparsers)`; each role adds its own line.
-COMMAND_MODULES: list[str] = [
-    "hf_cmah.model_commands",
-    "hf_cmah.data.commands",
-    "hf_cmah.evaluation.commands",
-    "hf_cmah.convert.commands",
-    "hf_cmah.index.commands",
-    "hf_cmah.service.commands",
-]
+# Modules of this package that define `add_commands(subparsers)`, in the order `--help` lists them.
+COMMAND_MODULES: tuple[str, ...] = ("model", "data", "train", "evaluate", "push", "convert", "index", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-cmah", description="Image ⇄ 3D-shape retrieval (CMAH, dual encoders).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).add_commands(subparsers)
+        importlib.import_module(f".{module_name}", __package__).add_commands(subparsers)
     return parser
 
 
@@ -40,7 +33,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hf-cmah {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,7 +27,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _init_model(args: argparse.Namespace) -> int:
     import torch
 
-    from . import CMAHConfig, CMAHModel, CMAHProcessor
+    from .. import CMAHConfig, CMAHModel, CMAHProcessor
 
     torch.manual_seed(args.seed)
     config = CMAHConfig.from_preset(args.preset, code_bits=args.code_bits)
@@ -42,9 +42,9 @@ def _encode(args: argparse.Namespace) -> int:
     from PIL import Image
     from transformers import AutoModel, AutoProcessor
 
-    from .codes import pack_codes
-    from .errors import InvalidInputError
-    from .geometry import load_points
+    from ..codes import pack_codes
+    from ..errors import InvalidInputError
+    from ..geometry import load_points
 
     if not args.image and not args.shape:
         raise InvalidInputError("encode: give at least one --image or --shape file")
