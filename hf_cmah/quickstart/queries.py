@@ -25,7 +25,7 @@ from ..render.launcher import RenderItem, RenderSettings, render_batches
 RELIT_CATEGORY = "chair"
 RELIT_BACKGROUND = (70, 100, 150)  # slate blue, where every dataset view is on white
 PSB_ENV = "HF_CMAH_PSB"
-PSB_FOLDER = Path("shared") / "data" / "psb_v1_mini"  # beside the repository
+PSB_FOLDER = Path("..") / "shared" / "data" / "psb_v1_mini"  # from the working directory: beside a checkout
 # The procedural categories whose PSB classes look most like them, best first; the query is the first
 # test model (by id) of the first of these the PSB copy holds.
 PSB_QUERY_CATEGORIES = ("airplane", "chair", "table", "car", "lamp")
@@ -71,15 +71,16 @@ def relit_render(library_dir: Path, resolution: int, path: Path) -> Query:
 
 
 def find_psb(explicit: Path | None) -> Path | None:
-    """The PSB mini folder: ``--psb``, else ``$HF_CMAH_PSB``, else ``../shared/data/psb_v1_mini`` of the repository."""
+    """The PSB mini folder: ``--psb``, else ``$HF_CMAH_PSB``, else ``../shared/data/psb_v1_mini`` from the working
+    directory (beside the repository when run from its root, as `make quickstart` does)."""
     if explicit is not None:
         if not explicit.exists():
             raise FileNotFoundError(f"--psb: {explicit} does not exist")
         return explicit
     if os.environ.get(PSB_ENV):
         return Path(os.environ[PSB_ENV])
-    beside_repository = Path(__file__).resolve().parents[3] / PSB_FOLDER
-    return beside_repository if beside_repository.is_dir() else None
+    beside_checkout = PSB_FOLDER.resolve()
+    return beside_checkout if beside_checkout.is_dir() else None
 
 
 def psb_thumbnail(psb_root: Path) -> Query:

@@ -99,9 +99,9 @@ class RenderItem:
 def find_blender(explicit: str | None = None) -> list[str]:
     """The command that runs a Python script in Blender, as a list to which the script path is appended.
 
-    Looked for in this order: ``explicit``, ``$HF_CMAH_BLENDER``, the project's
-    ``.venv-blender/bin/python`` (bpy as a module), ``blender`` on ``PATH``, then this interpreter when
-    it has ``bpy`` itself.
+    Looked for in this order: ``explicit``, ``$HF_CMAH_BLENDER``, a ``.venv-blender/bin/python``
+    (bpy as a module) beside this interpreter's virtual environment or in the working directory (in a
+    checkout, both are its root), ``blender`` on ``PATH``, then this interpreter when it has ``bpy`` itself.
     """
     candidates = [explicit, os.environ.get("HF_CMAH_BLENDER")]
     candidates += [str(Path(root) / ".venv-blender" / "bin" / "python") for root in _project_roots()]
@@ -120,7 +120,8 @@ def find_blender(explicit: str | None = None) -> list[str]:
 
 
 def _project_roots() -> list[Path]:
-    return [Path(__file__).resolve().parents[2], Path.cwd()]
+    """Where `make blender-env` puts ``.venv-blender``: beside ``.venv`` (the active environment), or here."""
+    return [Path(sys.prefix).parent, Path.cwd()]
 
 
 def render_batches(
