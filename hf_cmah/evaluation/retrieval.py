@@ -24,7 +24,7 @@ from .metrics import cosine_distances, hamming_distances, retrieval_metrics
 class EncodedSet:
     """Codes and embeddings of one side of a retrieval task, with the labels and ids that score it."""
 
-    codes: np.ndarray  # int8 [M, K] of ±1
+    codes: np.ndarray | None  # int8 [M, K] of ±1; None for float-only models (no config.code_bits)
     embeds: np.ndarray | None  # float32 [M, D], L2-normalised; None for code-only baselines
     labels: np.ndarray  # int [M]
     shape_ids: np.ndarray  # str [M]: the shape each row shows (images) or is (shapes)
@@ -44,14 +44,19 @@ def image_rows(dataset, kind: str):
 
 @torch.no_grad()
 def _encode(model, modality: str, batches, total: int, description: str, progress: bool):
+    """Codes (None for a model without ``config.code_bits``, e.g. a dual encoder) and embeddings."""
+    hashing = getattr(model.config, "code_bits", None) is not None
     codes, embeds = [], []
     with tqdm(total=total, desc=description, disable=not progress, leave=False) as bar:
         for inputs in batches:
-            batch_codes, batch_embeds = codes_and_embeds(model, modality, inputs)
-            codes.append(batch_codes.cpu().numpy().astype(np.int8))
+            if hashing:
+                batch_codes, batch_embeds = codes_and_embeds(model, modality, inputs)
+                codes.append(batch_codes.cpu().numpy().astype(np.int8))
+            else:
+                batch_embeds = getattr(model, f"get_{modality}_embeds")(inputs)
             embeds.append(batch_embeds.float().cpu().numpy())
             bar.update(len(inputs))
-    return np.concatenate(codes), np.concatenate(embeds)
+    return (np.concatenate(codes) if hashing else None), np.concatenate(embeds)
 
 
 def encode_images(
@@ -97,12 +102,28 @@ def random_codes(encoded: EncodedSet, code_bits: int, seed: int) -> EncodedSet:
 def score_retrieval(images: EncodedSet, shapes: EncodedSet, **metric_options) -> dict:
     """Metrics of image→shape and shape→image retrieval by Hamming distance, and by cosine when embedded.
 
-    Keys: ``image_to_shape``, ``shape_to_image`` (Hamming), and ``image_to_shape_cosine``,
-    ``shape_to_image_cosine`` where both sides have embeddings; each is a `retrieval_metrics` dict.
+    Keys: ``image_to_shape``, ``shape_to_image`` (Hamming) where both sides have codes, and
+    ``image_to_shape_cosine``, ``shape_to_image_cosine`` where both sides have embeddings; each
+    is a `retrieval_metrics` dict.
     """
+    results = {}
+    if images.codes is not None and shapes.codes is not None:
+        results |= _hamming_results(images, shapes, **metric_options)
+    if images.embeds is not None and shapes.embeds is not None:
+        cosine = cosine_distances(images.embeds, shapes.embeds)
+        results["image_to_shape_cosine"] = retrieval_metrics(
+            cosine, images.labels, shapes.labels, images.shape_ids, shapes.shape_ids, **metric_options
+        )
+        results["shape_to_image_cosine"] = retrieval_metrics(
+            cosine.T, shapes.labels, images.labels, shapes.shape_ids, images.shape_ids, **metric_options
+        )
+    return results
+
+
+def _hamming_results(images: EncodedSet, shapes: EncodedSet, **metric_options) -> dict:
     code_bits = images.codes.shape[1]
     distances = hamming_distances(images.codes, shapes.codes)  # (Q_images, N_shapes)
-    results = {
+    return {
         "image_to_shape": retrieval_metrics(
             distances,
             images.labels,
@@ -122,15 +143,6 @@ def score_retrieval(images: EncodedSet, shapes: EncodedSet, **metric_options) ->
             **metric_options,
         ),
     }
-    if images.embeds is not None and shapes.embeds is not None:
-        cosine = cosine_distances(images.embeds, shapes.embeds)
-        results["image_to_shape_cosine"] = retrieval_metrics(
-            cosine, images.labels, shapes.labels, images.shape_ids, shapes.shape_ids, **metric_options
-        )
-        results["shape_to_image_cosine"] = retrieval_metrics(
-            cosine.T, shapes.labels, images.labels, shapes.shape_ids, images.shape_ids, **metric_options
-        )
-    return results
 
 
 def summarize(results: dict, keys: tuple[str, ...] = ("map@all", "map@100", "p@10", "acc@1", "acc@10")) -> dict:
