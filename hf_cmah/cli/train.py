@@ -1,4 +1,4 @@
-"""`hf-cmah train CONFIG`: runs the package's training script through `accelerate launch`."""
+"""`hf-cmah train CONFIG`: runs `hf_cmah.training.train` (the loop of the config's model family) through `accelerate launch`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train a CMAH model (runs hf_cmah.training.train_cmah through `accelerate launch`)",
-        description="Train a CMAH model from a YAML config; extra arguments after the config go to the script.",
+        help="train a CMAH or pre-aligned model (the config's model.family says which) through `accelerate launch`",
+        description="Train a model from a YAML config: model.family cmah (the default) or prealigned picks the loop.",
     )
     train.add_argument("config", help="a training config YAML, or a bundled config's name (tiny-cpu, modelnet40-64, …)")
     train.add_argument("--accelerate-config", help="an accelerate config (training/accelerate/*.yaml)")
@@ -33,7 +33,7 @@ def run_train(args: argparse.Namespace) -> int:
     elif not _has_cuda():
         # Without --cpu, accelerate gives a CPU run one OpenMP thread; with it, one per physical core.
         command += ["--cpu", "--num_processes", "1"]
-    command += ["-m", "hf_cmah.training.train_cmah", args.config]
+    command += ["-m", "hf_cmah.training.train", args.config]
     command += [f"--set={override}" for override in args.overrides]
     command += ["--resume"] if args.resume else []
     return subprocess.call(command)

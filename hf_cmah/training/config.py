@@ -1,7 +1,9 @@
-"""The typed training configuration: one YAML file → `TrainingConfig`, every value checked.
+"""The typed training configuration: one YAML file → a config of its model family, every value checked.
 
 A file has four sections (``model``, ``data``, ``training``, ``output``); every key is a field
-below with its type, default and allowed range. A file may start from another with
+below with its type, default and allowed range. ``model.family`` picks the schema:
+``cmah`` (the default, `TrainingConfig`) or ``prealigned`` (`PreAlignedTrainingConfig`), and
+with it the trainer that ``hf-cmah train`` runs. A file may start from another with
 ``extends: other.yaml`` (path relative to the file); its sections are merged key by key.
 ``overrides`` (``["model.code_bits=32", ...]``, values parsed as YAML) apply last, so one recipe
 serves every code length. Any bad value raises `ConfigError` naming the file, the key and the
@@ -15,14 +17,16 @@ import difflib
 import importlib.resources
 import inspect
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
 from ..errors import ConfigError
-from ..modeling import CMAH_PRESETS, CMAHConfig
+from ..modeling import CMAH_PRESETS, PREALIGNED_PRESETS, CMAHConfig, PreAlignedShapeConfig
 
 
 def _positive(value) -> bool:
@@ -41,6 +45,7 @@ def _check(test, requirement: str) -> dict:
 class ModelSection:
     """Which CMAH model to train."""
 
+    family: str = field(default="cmah", metadata=_check(lambda v: v == "cmah", "be cmah in a CMAH config"))
     preset: str = field(
         default="cmah-tiny", metadata=_check(lambda v: v in CMAH_PRESETS, f"be one of {sorted(CMAH_PRESETS)}")
     )
@@ -103,7 +108,48 @@ class OutputSection:
 
 
 @dataclass(frozen=True)
+class PreAlignedModelSection:
+    """Which dual encoder: a preset trained from scratch, or a ``save_pretrained`` folder (``hf-cmah convert``)."""
+
+    family: str = field(default="prealigned", metadata=_check(lambda v: v == "prealigned", "be prealigned"))
+    preset: str | None = field(
+        default=None,
+        metadata=_check(lambda v: v is None or v in PREALIGNED_PRESETS, f"be one of {sorted(PREALIGNED_PRESETS)}"),
+    )
+    pretrained: str | None = None
+    # Any other top-level PreAlignedShapeConfig argument, e.g. {code_bits: 64} for a binarisation head.
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreAlignedTrainingSection(TrainingSection):
+    """CMAH's optimisation options plus the dual encoder's loss, batches, frozen towers and augmentation."""
+
+    # 0 trains nothing: the model (e.g. a converted one, zero-shot) is only evaluated and saved.
+    max_steps: int = field(default=390, metadata=_check(_non_negative, "be >= 0 (0: evaluate only)"))
+    loss: str = field(default="infonce", metadata=_check(lambda v: v in ("infonce", "hcl"), "be infonce or hcl"))
+    hcl_beta: float = field(default=1.0, metadata=_check(_non_negative, "be >= 0"))
+    hcl_tau_plus: float = field(default=0.0, metadata=_check(lambda v: 0 <= v < 1, "lie in [0, 1)"))
+    # Batches of seed shapes and their nearest neighbours under the shape embeddings of the epoch before.
+    hard_neighbour_batches: bool = False
+    seeds_per_batch: int = field(default=4, metadata=_check(_positive, "be >= 1"))
+    freeze_image_tower: bool = False
+    freeze_shape_tower: bool = False
+    projections_only: bool = False  # both towers frozen (BatchNorm in eval mode), projections trained
+    # Augmentation: each step draws the model's num_points of `point_pool` processed points per shape
+    # (0: no subset) and adds Gaussian jitter of this standard deviation.
+    point_pool: int = field(default=0, metadata=_check(_non_negative, "be >= 0"))
+    point_jitter: float = field(default=0.0, metadata=_check(_non_negative, "be >= 0"))
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
+    """A CMAH run (``model.family: cmah``)."""
+
+    family: ClassVar[str] = "cmah"
+    # The eval number that picks best/: Hamming ranking of codes, the index CMAH serves.
+    selection_metric: ClassVar[str] = "image_to_shape/map@all"
+
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     training: TrainingSection = field(default_factory=TrainingSection)
@@ -116,7 +162,7 @@ class TrainingConfig:
 
     def to_dict(self) -> dict:
         """Plain values of the four sections (logged as hyper-parameters and saved beside the model)."""
-        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        return {name: dataclasses.asdict(getattr(self, name)) for name in sections_of(type(self))}
 
     @property
     def dataset_path(self) -> str:
@@ -124,13 +170,39 @@ class TrainingConfig:
         return os.path.expandvars(os.path.expanduser(self.data.path))
 
 
-SECTIONS: dict[str, type] = {
-    "model": ModelSection,
-    "data": DataSection,
-    "training": TrainingSection,
-    "output": OutputSection,
-}
+@dataclass(frozen=True)
+class PreAlignedTrainingConfig(TrainingConfig):
+    """A pre-aligned dual-encoder run (``model.family: prealigned``); data and output as for CMAH."""
+
+    family: ClassVar[str] = "prealigned"
+    # Cosine ranking of the float embeddings, which every dual encoder has (codes only with code_bits).
+    selection_metric: ClassVar[str] = "image_to_shape_cosine/map@all"
+
+    model: PreAlignedModelSection = field(default_factory=PreAlignedModelSection)
+    training: PreAlignedTrainingSection = field(default_factory=PreAlignedTrainingSection)
+
+    def model_config(self) -> PreAlignedShapeConfig:
+        """The `PreAlignedShapeConfig` of the preset, or of the pretrained folder, with the overrides."""
+        return build_prealigned_model_config(self.model, self.source)
+
+
+FAMILIES: dict[str, type[TrainingConfig]] = {"cmah": TrainingConfig, "prealigned": PreAlignedTrainingConfig}
+SECTIONS = ("model", "data", "training", "output")
 _NUMBER_TYPES = {int: (int,), float: (int, float), str: (str,), bool: (bool,), dict: (dict,)}
+
+
+def sections_of(config_class: type[TrainingConfig]) -> dict[str, type]:
+    """``{section name: section dataclass}`` of one family's config."""
+    hints = typing.get_type_hints(config_class)
+    return {name: hints[name] for name in SECTIONS}
+
+
+def _allowed_types(expected) -> tuple[tuple[type, ...], bool]:
+    """The Python types a YAML value may have for a field annotated ``expected``, and whether null is allowed."""
+    if isinstance(expected, types.UnionType) or typing.get_origin(expected) is typing.Union:
+        members = [t for t in typing.get_args(expected) if t is not type(None)]
+        return tuple(t for m in members for t in _NUMBER_TYPES[m]), True
+    return _NUMBER_TYPES[expected], False
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -168,10 +240,14 @@ def _build_section(cls: type, values: dict, name: str, source: str):
         expected = hints[key]
         if expected is float and isinstance(value, str):
             value = values[key] = _yaml_float(value)
+        allowed, nullable = _allowed_types(expected)
+        if value is None and nullable:
+            continue
         # bool is an int subclass in Python; a YAML `true` is never a valid count.
-        if (isinstance(value, bool) and expected is not bool) or not isinstance(value, _NUMBER_TYPES[expected]):
+        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
+            type_name = getattr(expected, "__name__", str(expected))
             raise ConfigError(
-                f"{source}: {name}.{key} must be of type {expected.__name__}, got {value!r} ({type(value).__name__})"
+                f"{source}: {name}.{key} must be of type {type_name}, got {value!r} ({type(value).__name__})"
             )
         check = fields[key].metadata.get("check")
         if check is not None and not check(value):
@@ -188,6 +264,32 @@ def build_model_config(model: ModelSection, source: str) -> CMAHConfig:
         return CMAHConfig.from_preset(model.preset, code_bits=model.code_bits, **model.overrides)
     except ValueError as error:
         raise ConfigError(f"{source}: model: {error}") from error
+
+
+def build_prealigned_model_config(model: PreAlignedModelSection, source: str) -> PreAlignedShapeConfig:
+    """Exactly one of ``model.preset`` / ``model.pretrained``, with the overrides checked against the config."""
+    if (model.preset is None) == (model.pretrained is None):
+        given = "both" if model.preset else "neither"
+        raise ConfigError(
+            f"{source}: model: give exactly one of model.preset and model.pretrained, got {given} "
+            "(e.g. --set model.preset=null --set model.pretrained=FOLDER)"
+        )
+    allowed = set(inspect.signature(PreAlignedShapeConfig.__init__).parameters) - {"self", "kwargs"}
+    for key in model.overrides:
+        if key not in allowed:
+            raise _unknown_key(source, "model.overrides.", key, allowed)
+    if model.preset is not None:
+        try:
+            return PreAlignedShapeConfig.from_preset(model.preset, **model.overrides)
+        except ValueError as error:
+            raise ConfigError(f"{source}: model: {error}") from error
+    folder = Path(os.path.expandvars(os.path.expanduser(model.pretrained)))
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{source}: model.pretrained: {folder} is not a save_pretrained folder (no config.json)")
+    try:
+        return PreAlignedShapeConfig.from_pretrained(folder, **model.overrides)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{source}: model.pretrained: {folder}: {error}") from error
 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
@@ -223,14 +325,26 @@ def _apply_override(data: dict, override: str, source: str) -> dict:
     return _merge(data, value)
 
 
+def family_of(data: dict, source: str) -> type[TrainingConfig]:
+    """The config class named by ``model.family`` (``cmah`` when absent)."""
+    model = data.get("model")
+    family = model.get("family", "cmah") if isinstance(model, dict) else "cmah"
+    if family not in FAMILIES:
+        raise ConfigError(f"{source}: model.family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    return FAMILIES[family]
+
+
 def config_from_dict(data: dict, source: str = "<dict>") -> TrainingConfig:
-    """Check and build a `TrainingConfig` from nested plain values (the parsed YAML)."""
+    """Check and build the config of ``model.family`` from nested plain values (the parsed YAML)."""
     for name in data:
         if name not in SECTIONS:
             raise _unknown_key(source, "", name, SECTIONS)
-    sections = {name: _build_section(cls, data.get(name, {}), name, source) for name, cls in SECTIONS.items()}
-    config = TrainingConfig(**sections, source=source)
-    config.model_config()  # the model section is only valid if CMAHConfig accepts it
+    config_class = family_of(data, source)
+    sections = {
+        name: _build_section(cls, data.get(name, {}), name, source) for name, cls in sections_of(config_class).items()
+    }
+    config = config_class(**sections, source=source)
+    config.model_config()  # the model section is only valid if the model's config class accepts it
     return config
 
 
@@ -263,9 +377,13 @@ def load_training_config(path: str | os.PathLike, overrides: typing.Sequence[str
 
 
 __all__ = [
+    "FAMILIES",
     "DataSection",
     "ModelSection",
     "OutputSection",
+    "PreAlignedModelSection",
+    "PreAlignedTrainingConfig",
+    "PreAlignedTrainingSection",
     "TrainingConfig",
     "TrainingSection",
     "bundled_configs",
