@@ -14,7 +14,7 @@ run, their ratio, and how far the two loss curves of the same seed lie apart.
 
 FLOPs are counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` records every
 matmul, convolution and attention kernel of one training step (forward with the masked pass,
-the loss of training/train_cmah.py, backward) at the given batch size; element-wise work
+the loss of `CMAHForPreTraining.forward`, backward) at the given batch size; element-wise work
 (norms, activations, the optimizer) is not counted. MFU = counted FLOPs per sample × samples/s
 ÷ the GPU's dense bf16 peak (H100 SXM: 989 TFLOP/s).
 """
@@ -72,19 +72,18 @@ def write_dataset(folder: Path, shapes: int, image_size: int, num_points: int, s
 
 
 def _training_step_parts(preset: str, batch_size: int, device: torch.device):
-    from hf_cmah import CMAHConfig, CMAHModel
-    from hf_cmah.training.train_cmah import masking_noise, training_loss
+    from hf_cmah import CMAHConfig, CMAHForPreTraining
+    from hf_cmah.training.train_cmah import masking_noise
 
     config = CMAHConfig.from_preset(preset)
-    model = CMAHModel(config).to(device)
+    model = CMAHForPreTraining(config).to(device)
     pixel_values = torch.randn(batch_size, 3, config.image_size, config.image_size, device=device)
     points = torch.randn(batch_size, config.num_points, 3, device=device)
 
     def step(optimizer=None, batch_index: int = 0):
         noise = masking_noise(config, batch_size, 0, batch_index, 0, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            output = model(pixel_values, points, image_noise=noise[0], point_noise=noise[1])
-        loss = training_loss(output, config, 1)
+            loss = model(pixel_values, points, image_noise=noise[0], point_noise=noise[1]).loss
         loss.backward()
         if optimizer is not None:
             optimizer.step()

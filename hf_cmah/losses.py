@@ -1,8 +1,9 @@
 r"""Training losses: symmetric InfoNCE, the hard contrastive loss (HCL), and hard-neighbour batching.
 
-CMAH's own losses (InfoNCE on relaxed codes, Chamfer, masked-patch MSE) live beside the model in
+CMAH's own losses (InfoNCE, CMAH's contrastive loss ``cmah_contrastive_loss`` that
+`CMAHForPreTraining.forward` computes, Chamfer, masked-patch MSE) live beside the model in
 ``hf_cmah.modeling.modeling_cmah`` (saved models are self-contained) and are re-exported here,
-so that training code imports every loss from one place.
+so that training code imports every loss from one place; each has that one implementation.
 
 Hard contrastive loss
 ---------------------
@@ -40,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, InvalidInputError
-from .modeling.modeling_cmah import chamfer_distance, info_nce_loss, masked_patch_loss
+from .modeling.modeling_cmah import chamfer_distance, cmah_contrastive_loss, info_nce_loss, masked_patch_loss
 
 
 def _one_direction(logits: torch.Tensor, beta: float, tau_plus: float, scale: torch.Tensor) -> torch.Tensor:
@@ -190,6 +191,7 @@ class HardNeighbourBatchSampler(torch.utils.data.Sampler[list[int]]):
 __all__ = [
     "HardNeighbourBatchSampler",
     "chamfer_distance",
+    "cmah_contrastive_loss",
     "contrastive_loss",
     "hard_contrastive_loss",
     "info_nce_loss",

@@ -1,4 +1,4 @@
-"""Hard contrastive loss and hard-neighbour batching (hf_cmah.losses)."""
+"""hf_cmah.losses: CMAH's contrastive loss, the hard contrastive loss and hard-neighbour batching."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import hf_cmah.losses
+from hf_cmah import CMAHConfig
 from hf_cmah.errors import ConfigError, InvalidInputError
-from hf_cmah.losses import HardNeighbourBatchSampler, contrastive_loss, hard_contrastive_loss, info_nce_loss
+from hf_cmah.losses import (
+    HardNeighbourBatchSampler,
+    cmah_contrastive_loss,
+    contrastive_loss,
+    hard_contrastive_loss,
+    info_nce_loss,
+)
+from hf_cmah.modeling import modeling_cmah
 
 
 def pairs(batch: int = 8, dim: int = 16, seed: int = 0, noise: float = 0.5):
@@ -38,6 +47,57 @@ def naive_hcl(images, shapes, scale: float, beta: float, tau_plus: float) -> tor
         return torch.stack(losses).mean()
 
     return 0.5 * (direction(logits) + direction(logits.T))
+
+
+def test_cmah_losses_have_one_implementation_each():
+    for name in ("info_nce_loss", "cmah_contrastive_loss", "chamfer_distance", "masked_patch_loss"):
+        assert getattr(hf_cmah.losses, name) is getattr(modeling_cmah, name), name
+
+
+def relaxed_codes(batch: int, seed: int, bits: int = 16) -> list[torch.Tensor]:
+    """Image, shape, masked image and masked shape codes: tanh of random logits, as the model makes them."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.tanh(torch.randn(batch, bits, generator=generator)).requires_grad_() for _ in range(4)]
+
+
+def test_cmah_contrastive_loss_is_the_weighted_sum_of_its_infonce_terms():
+    config = CMAHConfig(contrastive_weight=0.6, masked_contrastive_weight=0.3, contrastive_temperature=0.2)
+    image, shape, masked_image, masked_shape = relaxed_codes(6, seed=0)
+    expected = 0.6 * info_nce_loss(image, shape, 0.2) + 0.3 * 0.5 * (
+        info_nce_loss(masked_image, shape, 0.2) + info_nce_loss(masked_shape, image, 0.2)
+    )
+    torch.testing.assert_close(cmah_contrastive_loss(config, image, shape, masked_image, masked_shape), expected)
+    full_only = cmah_contrastive_loss(config, image, shape)  # the ablation without a masked pass
+    torch.testing.assert_close(full_only, 0.6 * info_nce_loss(image, shape, 0.2))
+
+
+def test_cmah_contrastive_loss_runs_in_float32_under_autocast():
+    config = CMAHConfig()
+    codes = [code.detach().bfloat16() for code in relaxed_codes(8, seed=1)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = cmah_contrastive_loss(config, *codes)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, cmah_contrastive_loss(config, *(code.float() for code in codes)), rtol=0, atol=0)
+
+
+def test_a_gather_callable_gives_the_loss_and_gradients_of_the_gathered_batch():
+    """Two shards of 4: with a gather that brings in the other shard's rows, each shard's loss is the
+    8-row batch's, and the two shards' own-row gradients are the 8-row batch's gradients."""
+    config = CMAHConfig()
+    whole = relaxed_codes(8, seed=2)
+    cmah_contrastive_loss(config, *whole).backward()
+    for shard in (slice(0, 4), slice(4, 8)):
+        local = [code.detach()[shard].clone().requires_grad_() for code in whole]
+
+        def gather(codes: torch.Tensor, shard=shard) -> torch.Tensor:
+            (full,) = [code.detach() for code in whole if torch.equal(code.detach()[shard], codes)]
+            return torch.cat([full[: shard.start], codes, full[shard.stop :]])
+
+        loss = cmah_contrastive_loss(config, *local, gather_codes=gather)
+        torch.testing.assert_close(loss, cmah_contrastive_loss(config, *(code.detach() for code in whole)))
+        loss.backward()
+        for code, full in zip(local, whole):
+            torch.testing.assert_close(code.grad, full.grad[shard])
 
 
 @pytest.mark.parametrize("scale", [1 / 0.07, 100.0, 5.0])

@@ -5,12 +5,18 @@ Image and point encoders emit K-bit codes in one Hamming space. Training loss
 (tanh) codes, plus masked reconstruction of image patches (MSE) and point groups
 (Chamfer) through a multi-modal fusion block. At inference, ``sign`` gives ±1 codes.
 
+As ViTMAE: `CMAHModel` (what `AutoModel` gives) holds the encoders and hash heads that
+retrieval needs; `CMAHForPreTraining` holds a `CMAHModel` under ``cmah`` and adds the fusion
+block, the decoders and the loss.
+
 Self-contained (ARCHITECTURE.md, "Saved models"): imports torch, transformers and its
 same-folder siblings only, so a saved folder loads with ``trust_remote_code=True``.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,10 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_cmah import CMAHConfig
 from .hash_codes import codes_from_logits
+from .input_checks import ModelInputError, check_pixel_values, check_points, deprecated_input_error
 from .point_layers import CentrePositionMLP, MiniPointNet, farthest_point_sample, gather_points, knn_indices
 from .vit_layers import (
     CrossAttentionBlock,
@@ -32,12 +39,38 @@ from .vit_layers import (
     unshuffle_with_mask_tokens,
 )
 
+logger = logging.get_logger(__name__)
+
+# Weights of CMAHForPreTraining's own modules (fusion block, decoders, mask tokens), as they are
+# named in its checkpoints and in those of the single class that held everything before the split.
+PRETRAINING_HEAD_KEYS = re.compile(r"^(image|point)_(decoder|mask_token)|^fusion_layers\.")
+
 
 @dataclass
 class CMAHModelOutput(ModelOutput):
     r"""
+    image_code_logits (`torch.FloatTensor` of shape `(batch_size, code_bits)`): hash logits of the images
+        (``sign`` gives the codes, ``tanh`` relaxes them); `None` without ``pixel_values``.
+    shape_code_logits (`torch.FloatTensor` of shape `(batch_size, code_bits)`): hash logits of the clouds;
+        `None` without ``points``.
+    image_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, hidden_size)`):
+        image encoder output, CLS token first.
+    shape_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + num_groups, hidden_size)`):
+        point encoder output, CLS token first.
+    """
+
+    image_code_logits: torch.FloatTensor | None = None
+    shape_code_logits: torch.FloatTensor | None = None
+    image_last_hidden_state: torch.FloatTensor | None = None
+    shape_last_hidden_state: torch.FloatTensor | None = None
+
+
+@dataclass
+class CMAHForPreTrainingOutput(ModelOutput):
+    r"""
     loss (`torch.FloatTensor` of shape `()`): ``L = L_c + L_r`` with the config's weights.
-    contrastive_loss (`torch.FloatTensor` of shape `()`): L_c, full–full plus masked–full InfoNCE.
+    contrastive_loss (`torch.FloatTensor` of shape `()`): L_c, full–full plus masked–full InfoNCE (over the
+        codes of every process when ``gather_codes`` is given).
     image_reconstruction_loss (`torch.FloatTensor` of shape `()`): L_2D, MSE on masked patches.
     point_reconstruction_loss (`torch.FloatTensor` of shape `()`): L_3D, Chamfer on masked groups.
     image_codes (`torch.FloatTensor` of shape `(batch_size, code_bits)`): tanh-relaxed codes of the full images.
@@ -66,10 +99,6 @@ class CMAHModelOutput(ModelOutput):
     point_mask: torch.FloatTensor | None = None
 
 
-class CMAHInputError(ValueError):
-    """A tensor handed to a CMAH model has the wrong rank, size or values."""
-
-
 def info_nce_loss(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
     """Symmetric InfoNCE: row i of ``queries`` and row i of ``keys`` are the positive pair.
 
@@ -78,6 +107,35 @@ def info_nce_loss(queries: torch.Tensor, keys: torch.Tensor, temperature: float)
     logits = F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T / temperature
     targets = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+
+
+def cmah_contrastive_loss(
+    config: CMAHConfig,
+    image_codes: torch.Tensor,
+    shape_codes: torch.Tensor,
+    masked_image_codes: torch.Tensor | None = None,
+    masked_shape_codes: torch.Tensor | None = None,
+    gather_codes: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """L_c, the one implementation: ``contrastive_weight`` · InfoNCE(image, shape) + ``masked_contrastive_weight``
+    · ½ [InfoNCE(masked image, shape) + InfoNCE(masked shape, image)] over relaxed codes ``[B, K]``.
+
+    ``gather_codes`` maps this process's rows to every process's rows (a differentiable
+    all-gather), so that the negatives span the global batch; the codes may also arrive gathered
+    already (then leave it `None`). In float32 with autocast off: under mixed precision, bf16 or
+    fp16 codes are too coarse for a softmax over the batch.
+    """
+    gather = gather_codes or (lambda codes: codes)
+    temperature = config.contrastive_temperature
+    with torch.autocast(image_codes.device.type, enabled=False):
+        image_codes, shape_codes = gather(image_codes.float()), gather(shape_codes.float())
+        loss = config.contrastive_weight * info_nce_loss(image_codes, shape_codes, temperature)
+        if masked_image_codes is not None and masked_shape_codes is not None:
+            loss = loss + config.masked_contrastive_weight * 0.5 * (
+                info_nce_loss(gather(masked_image_codes.float()), shape_codes, temperature)
+                + info_nce_loss(gather(masked_shape_codes.float()), image_codes, temperature)
+            )
+    return loss
 
 
 def chamfer_distance(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -265,11 +323,25 @@ class CMAHDecoder(nn.Module):
         return self.decoder_pred(self.layernorm(hidden_states))
 
 
+def _move_base_keys_under_prefix(module: CMAHForPreTraining, state_dict: dict, prefix: str, *args) -> None:
+    """`load_state_dict` pre-hook: encoder weights saved at the top level (the single class before the split,
+    e.g. an earlier run's ``step_N`` checkpoint that `accelerate` resumes) move under ``cmah.``.
+
+    `from_pretrained` needs no hook (transformers adds or strips ``base_model_prefix`` per key); torch's
+    `load_state_dict`, which `accelerate.load_state` calls, does not do that itself.
+    """
+    base_modules = {name for name, _ in module.cmah.named_children()}
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        name = key[len(prefix) :]
+        if name.split(".", 1)[0] in base_modules:
+            state_dict[f"{prefix}{module.base_model_prefix}.{name}"] = state_dict.pop(key)
+
+
 class CMAHPreTrainedModel(PreTrainedModel):
     config_class = CMAHConfig
     base_model_prefix = "cmah"
     main_input_name = "pixel_values"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock", "CMAHFusionLayer"]
 
     @torch.no_grad()
@@ -283,14 +355,29 @@ class CMAHPreTrainedModel(PreTrainedModel):
         elif isinstance(module, CMAHPointEmbeddings):
             init.trunc_normal_(module.cls_token, std=std)
             init.trunc_normal_(module.cls_position, std=std)
-        elif isinstance(module, CMAHModel):
+        elif isinstance(module, CMAHForPreTraining):
             init.trunc_normal_(module.image_mask_token, std=std)
             init.trunc_normal_(module.point_mask_token, std=std)
             init.trunc_normal_(module.image_decoder_position_embeddings, std=std)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save, with both CMAH classes in ``auto_map`` when they are registered for remote code.
+
+        transformers names only the saved class there; naming both lets a folder of either load with
+        ``trust_remote_code=True`` as `AutoModel` (retrieval) and as `AutoModelForPreTraining`.
+        """
+        if self._auto_class is not None:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.{CMAHModel.__name__}",
+                "AutoModelForPreTraining": f"{module}.{CMAHForPreTraining.__name__}",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
 
 class CMAHModel(CMAHPreTrainedModel):
-    """Both encoders with their hash heads, and the fusion block + decoders used by the training loss.
+    """Both encoders with their hash heads: everything retrieval needs (the pre-training head is not here).
 
     Retriever protocol: `get_image_codes` / `get_shape_codes` (±1 int8 ``[B, K]``) and
     `get_image_embeds` / `get_shape_embeds` (L2-normalised tanh codes, float ``[B, K]``).
@@ -304,55 +391,30 @@ class CMAHModel(CMAHPreTrainedModel):
         self.point_embeddings = CMAHPointEmbeddings(config)
         self.point_encoder = CMAHEncoder(config, config.point_num_hidden_layers)
         self.point_hash_head = CMAHHashHead(config)
-
-        decoder_width = config.decoder_hidden_size
-        self.image_decoder_embed = nn.Linear(config.hidden_size, decoder_width)
-        self.point_decoder_embed = nn.Linear(config.hidden_size, decoder_width)
-        self.image_mask_token = nn.Parameter(torch.zeros(1, 1, decoder_width))
-        self.point_mask_token = nn.Parameter(torch.zeros(1, 1, decoder_width))
-        self.image_decoder_position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches + 1, decoder_width))
-        self.point_decoder_position_embeddings = CentrePositionMLP(decoder_width)
-        self.fusion_layers = nn.ModuleList(CMAHFusionLayer(config) for _ in range(config.fusion_num_layers))
-        self.image_decoder = CMAHDecoder(config, config.patch_size**2 * config.num_channels)
-        self.point_decoder = CMAHDecoder(config, config.group_size * 3)
         self.post_init()
+
+    def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
+        """A checkpoint of `CMAHForPreTraining` also holds its fusion block and decoders: dropped with one line
+        saying how many and why, instead of transformers' key-by-key report of unexpected weights."""
+        dropped = {key for key in loading_info.unexpected_keys if PRETRAINING_HEAD_KEYS.match(key)}
+        if dropped:
+            loading_info.unexpected_keys = set(loading_info.unexpected_keys) - dropped
+            logger.warning(
+                f"{type(self).__name__}: not loading the {len(dropped)} pre-training weights of the checkpoint "
+                "(fusion block, decoders, mask tokens): retrieval needs only the encoders and hash heads; "
+                "CMAHForPreTraining loads them"
+            )
+        super()._adjust_missing_and_unexpected_keys(loading_info)
 
     # ----------------------------------------------------------------- input checks
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
         config = self.config
-        if not isinstance(pixel_values, torch.Tensor):
-            raise CMAHInputError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
-        expected = (config.num_channels, config.image_size, config.image_size)
-        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
-            raise CMAHInputError(
-                f"pixel_values must have shape [batch, {', '.join(map(str, expected))}], got {list(pixel_values.shape)}"
-                " (use CMAHProcessor to resize and normalise images)"
-            )
-        if pixel_values.shape[0] == 0:
-            raise CMAHInputError("pixel_values is an empty batch")
-        if not torch.isfinite(pixel_values).all():
-            raise CMAHInputError("pixel_values contains NaN or infinite values")
+        check_pixel_values(pixel_values, config.num_channels, config.image_size)
         return pixel_values.to(device=self.device, dtype=self.dtype)
 
     def _check_points(self, points: torch.Tensor) -> torch.Tensor:
         config = self.config
-        if not isinstance(points, torch.Tensor):
-            raise CMAHInputError(f"points must be a torch.Tensor, got {type(points).__name__}")
-        if points.ndim != 3 or points.shape[-1] not in (3, 6):
-            raise CMAHInputError(
-                f"points must have shape [batch, num_points, 3] (xyz) or [batch, num_points, 6] (xyz + rgb), "
-                f"got {list(points.shape)}"
-            )
-        if points.shape[0] == 0 or points.shape[1] == 0:
-            raise CMAHInputError(f"points is empty: shape {list(points.shape)}")
-        needed = max(config.group_size, config.num_groups)
-        if points.shape[1] < needed:
-            raise CMAHInputError(
-                f"points has {points.shape[1]} points per cloud, fewer than the {needed} that "
-                f"{config.num_groups} groups of {config.group_size} need (CMAHProcessor resamples to {config.num_points})"
-            )
-        if not torch.isfinite(points).all():
-            raise CMAHInputError("points contains NaN or infinite values")
+        check_points(points, config.num_groups, config.group_size, config.num_points)
         return points[..., :3].to(device=self.device, dtype=self.dtype)  # CMAH reads geometry only; colour is ignored
 
     # ----------------------------------------------------------------- encoders
@@ -368,14 +430,20 @@ class CMAHModel(CMAHPreTrainedModel):
         hidden = self.point_encoder(tokens)
         return self.point_hash_head(hidden), hidden, mask, ids_restore
 
+    def _image_logits_and_states(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._encode_image(self.image_embeddings.embed_patches(self._check_pixel_values(pixel_values)))[:2]
+
+    def _shape_logits_and_states(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        neighbourhoods, centres = self.point_embeddings.grouper(self._check_points(points))
+        return self._encode_points(self.point_embeddings.embed_groups(neighbourhoods, centres))[:2]
+
     def get_image_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Hash logits ``[B, K]`` of full (unmasked) images."""
-        return self._encode_image(self.image_embeddings.embed_patches(self._check_pixel_values(pixel_values)))[0]
+        return self._image_logits_and_states(pixel_values)[0]
 
     def get_shape_logits(self, points: torch.Tensor) -> torch.Tensor:
         """Hash logits ``[B, K]`` of full point clouds."""
-        neighbourhoods, centres = self.point_embeddings.grouper(self._check_points(points))
-        return self._encode_points(self.point_embeddings.embed_groups(neighbourhoods, centres))[0]
+        return self._shape_logits_and_states(points)[0]
 
     def get_image_codes(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """±1 int8 codes ``[B, K]`` of images (``pixel_values`` from `CMAHProcessor`)."""
@@ -403,7 +471,41 @@ class CMAHModel(CMAHPreTrainedModel):
         logits = self.get_shape_logits(points)
         return codes_from_logits(logits), F.normalize(torch.tanh(logits), dim=-1)
 
-    # ----------------------------------------------------------------- training forward
+    def forward(self, pixel_values: torch.Tensor | None = None, points: torch.Tensor | None = None) -> CMAHModelOutput:
+        """Hash logits and encoder states of the images, the clouds, or both (unpaired: each side on its own)."""
+        if pixel_values is None and points is None:
+            raise ModelInputError("CMAHModel needs pixel_values, points or both")
+        output = CMAHModelOutput()
+        if pixel_values is not None:
+            output.image_code_logits, output.image_last_hidden_state = self._image_logits_and_states(pixel_values)
+        if points is not None:
+            output.shape_code_logits, output.shape_last_hidden_state = self._shape_logits_and_states(points)
+        return output
+
+
+class CMAHForPreTraining(CMAHPreTrainedModel):
+    """`CMAHModel` (under ``cmah``) plus the fusion block, the decoders and the training loss ``L = L_c + L_r``.
+
+    Its checkpoints load into `CMAHModel` for retrieval (the head's weights are dropped with a log line);
+    folders and ``step_N`` checkpoints of the single class before the split load here unchanged.
+    """
+
+    def __init__(self, config: CMAHConfig):
+        super().__init__(config)
+        self.cmah = CMAHModel(config)
+        decoder_width = config.decoder_hidden_size
+        self.image_decoder_embed = nn.Linear(config.hidden_size, decoder_width)
+        self.point_decoder_embed = nn.Linear(config.hidden_size, decoder_width)
+        self.image_mask_token = nn.Parameter(torch.zeros(1, 1, decoder_width))
+        self.point_mask_token = nn.Parameter(torch.zeros(1, 1, decoder_width))
+        self.image_decoder_position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches + 1, decoder_width))
+        self.point_decoder_position_embeddings = CentrePositionMLP(decoder_width)
+        self.fusion_layers = nn.ModuleList(CMAHFusionLayer(config) for _ in range(config.fusion_num_layers))
+        self.image_decoder = CMAHDecoder(config, config.patch_size**2 * config.num_channels)
+        self.point_decoder = CMAHDecoder(config, config.group_size * 3)
+        self.post_init()
+        self.register_load_state_dict_pre_hook(_move_base_keys_under_prefix)
+
     def _reconstruct(self, image_hidden, image_restore, point_hidden, point_restore, centres):
         """Fusion block + decoders over the masked encodings → patch pixels and group xyz for every token."""
         image_tokens = self.image_decoder_embed(image_hidden)
@@ -433,58 +535,56 @@ class CMAHModel(CMAHPreTrainedModel):
         batch, groups, _ = point_prediction.shape
         return image_prediction, point_prediction.reshape(batch, groups, self.config.group_size, 3)
 
+    def _uses_masked_inputs(self) -> bool:
+        """Whether any loss term reads the masked pass (the contrastive-only ablation skips it)."""
+        config = self.config
+        weights = (
+            config.masked_contrastive_weight,
+            config.image_reconstruction_weight,
+            config.point_reconstruction_weight,
+        )
+        return any(weight > 0 for weight in weights) and config.image_mask_ratio > 0 and config.point_mask_ratio > 0
+
     def forward(
         self,
         pixel_values: torch.Tensor,
         points: torch.Tensor,
         image_noise: torch.Tensor | None = None,
         point_noise: torch.Tensor | None = None,
-    ) -> CMAHModelOutput:
+        gather_codes: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> CMAHForPreTrainingOutput:
         r"""The CMAH training objective on paired images and point clouds (row i of each is one shape).
 
         image_noise (`torch.Tensor` of shape `(batch_size, num_patches)`, *optional*):
             uniform noise that decides which patches are masked (default: ``torch.rand``).
         point_noise (`torch.Tensor` of shape `(batch_size, num_groups)`, *optional*):
             uniform noise that decides which point groups are masked.
+        gather_codes (`Callable`, *optional*): a differentiable all-gather of ``[B, K]`` codes across
+            processes, so that L_c's negatives span the global batch (`cmah_contrastive_loss`).
         """
-        config = self.config
-        pixel_values = self._check_pixel_values(pixel_values)
-        xyz = self._check_points(points)
+        config, cmah = self.config, self.cmah
+        pixel_values = cmah._check_pixel_values(pixel_values)
+        xyz = cmah._check_points(points)
         if pixel_values.shape[0] != xyz.shape[0]:
-            raise CMAHInputError(
+            raise ModelInputError(
                 f"pixel_values and points must pair row by row: got {pixel_values.shape[0]} images "
                 f"and {xyz.shape[0]} point clouds"
             )
-        neighbourhoods, centres = self.point_embeddings.grouper(xyz)
+        neighbourhoods, centres = cmah.point_embeddings.grouper(xyz)
         # Patch and group tokens are embedded once; the masked pass drops tokens from these
         # (the group encoder is most of a step's FLOPs, so running it twice would nearly double it).
-        patches = self.image_embeddings.embed_patches(pixel_values)
-        groups = self.point_embeddings.embed_groups(neighbourhoods, centres)
-        image_logits = self._encode_image(patches)[0]
-        shape_logits = self._encode_points(groups)[0]
-        image_codes, shape_codes = torch.tanh(image_logits), torch.tanh(shape_logits)
-        temperature = config.contrastive_temperature
-        contrastive = config.contrastive_weight * info_nce_loss(image_codes, shape_codes, temperature)
-        zero = image_codes.new_zeros(())
-        output = CMAHModelOutput(image_codes=image_codes, shape_codes=shape_codes)
-
-        uses_masked_inputs = (
-            config.masked_contrastive_weight > 0
-            or config.image_reconstruction_weight > 0
-            or config.point_reconstruction_weight > 0
-        ) and (config.image_mask_ratio > 0 and config.point_mask_ratio > 0)
-        image_loss = point_loss = zero
-        if uses_masked_inputs:
-            masked_image_logits, image_hidden, image_mask, image_restore = self._encode_image(
+        patches = cmah.image_embeddings.embed_patches(pixel_values)
+        groups = cmah.point_embeddings.embed_groups(neighbourhoods, centres)
+        image_codes = torch.tanh(cmah._encode_image(patches)[0])
+        shape_codes = torch.tanh(cmah._encode_points(groups)[0])
+        output = CMAHForPreTrainingOutput(image_codes=image_codes, shape_codes=shape_codes)
+        image_loss = point_loss = image_codes.new_zeros(())
+        if self._uses_masked_inputs():
+            masked_image_logits, image_hidden, image_mask, image_restore = cmah._encode_image(
                 patches, config.image_mask_ratio, image_noise
             )
-            masked_shape_logits, point_hidden, point_mask, point_restore = self._encode_points(
+            masked_shape_logits, point_hidden, point_mask, point_restore = cmah._encode_points(
                 groups, config.point_mask_ratio, point_noise
-            )
-            masked_image_codes, masked_shape_codes = torch.tanh(masked_image_logits), torch.tanh(masked_shape_logits)
-            contrastive = contrastive + config.masked_contrastive_weight * 0.5 * (
-                info_nce_loss(masked_image_codes, shape_codes, temperature)
-                + info_nce_loss(masked_shape_codes, image_codes, temperature)
             )
             image_prediction, point_prediction = self._reconstruct(
                 image_hidden, image_restore, point_hidden, point_restore, centres
@@ -494,27 +594,38 @@ class CMAHModel(CMAHPreTrainedModel):
             )
             masked_groups = point_mask.bool()
             point_loss = chamfer_distance(point_prediction[masked_groups], neighbourhoods[masked_groups])
-            output.masked_image_codes, output.masked_shape_codes = masked_image_codes, masked_shape_codes
+            output.masked_image_codes = torch.tanh(masked_image_logits)
+            output.masked_shape_codes = torch.tanh(masked_shape_logits)
             output.image_reconstruction, output.point_reconstruction = image_prediction, point_prediction
             output.image_mask, output.point_mask = image_mask, point_mask
 
-        output.contrastive_loss = contrastive
+        output.contrastive_loss = cmah_contrastive_loss(
+            config, image_codes, shape_codes, output.masked_image_codes, output.masked_shape_codes, gather_codes
+        )
         output.image_reconstruction_loss = image_loss
         output.point_reconstruction_loss = point_loss
         output.loss = (
-            contrastive
+            output.contrastive_loss
             + config.image_reconstruction_weight * image_loss
             + config.point_reconstruction_weight * point_loss
         )
         return output
 
 
+def __getattr__(name: str):
+    if name == "CMAHInputError":  # one release: the input checks' error is shared by every model now
+        return deprecated_input_error(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "CMAHInputError",
+    "CMAHForPreTraining",
+    "CMAHForPreTrainingOutput",
     "CMAHModel",
     "CMAHModelOutput",
     "CMAHPreTrainedModel",
     "chamfer_distance",
+    "cmah_contrastive_loss",
     "info_nce_loss",
     "masked_patch_loss",
 ]

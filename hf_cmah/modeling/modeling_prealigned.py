@@ -26,6 +26,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_prealigned import PreAlignedShapeConfig, PreAlignedShapeEncoderConfig
 from .hash_codes import codes_from_logits
+from .input_checks import ModelInputError, check_pixel_values, check_points, deprecated_input_error
 from .point_layers import CentrePositionMLP, MiniPointNet, SetAbstraction, group_points
 from .vit_layers import TransformerBlock
 
@@ -49,10 +50,6 @@ class PreAlignedShapeModelOutput(ModelOutput):
     shape_embeds: torch.FloatTensor | None = None
     image_code_logits: torch.FloatTensor | None = None
     shape_code_logits: torch.FloatTensor | None = None
-
-
-class PreAlignedInputError(ValueError):
-    """A tensor handed to a pre-aligned model has the wrong rank, size or values."""
 
 
 class PreAlignedShapeBlocks(nn.Module):
@@ -190,39 +187,12 @@ class PreAlignedShapeModel(PreAlignedShapePreTrainedModel):
     # ----------------------------------------------------------------- input checks
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
         vision = self.config.vision_config
-        if not isinstance(pixel_values, torch.Tensor):
-            raise PreAlignedInputError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
-        expected = (vision.num_channels, vision.image_size, vision.image_size)
-        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
-            raise PreAlignedInputError(
-                f"pixel_values must have shape [batch, {', '.join(map(str, expected))}], got "
-                f"{list(pixel_values.shape)} (use the processor to resize and normalise images)"
-            )
-        if pixel_values.shape[0] == 0:
-            raise PreAlignedInputError("pixel_values is an empty batch")
-        if not torch.isfinite(pixel_values).all():
-            raise PreAlignedInputError("pixel_values contains NaN or infinite values")
+        check_pixel_values(pixel_values, vision.num_channels, vision.image_size)
         return pixel_values.to(device=self.device, dtype=self.dtype)
 
     def _check_points(self, points: torch.Tensor) -> torch.Tensor:
         shape = self.config.shape_config
-        if not isinstance(points, torch.Tensor):
-            raise PreAlignedInputError(f"points must be a torch.Tensor, got {type(points).__name__}")
-        if points.ndim != 3 or points.shape[-1] not in (3, 6):
-            raise PreAlignedInputError(
-                "points must have shape [batch, num_points, 3] (xyz) or [batch, num_points, 6] (xyz + rgb), "
-                f"got {list(points.shape)}"
-            )
-        if points.shape[0] == 0:
-            raise PreAlignedInputError("points is an empty batch")
-        needed = max(shape.num_groups, shape.group_size)
-        if points.shape[1] < needed:
-            raise PreAlignedInputError(
-                f"points has {points.shape[1]} points per cloud, fewer than the {needed} that "
-                f"{shape.num_groups} groups of {shape.group_size} need (the processor resamples to {shape.num_points})"
-            )
-        if not torch.isfinite(points).all():
-            raise PreAlignedInputError("points contains NaN or infinite values")
+        check_points(points, shape.num_groups, shape.group_size, shape.num_points)
         points = points.to(device=self.device, dtype=self.dtype)
         if shape.in_channels == 3:
             return points[..., :3]
@@ -232,7 +202,7 @@ class PreAlignedShapeModel(PreAlignedShapePreTrainedModel):
 
     def _require_code_head(self) -> nn.Linear:
         if self.code_projection is None:
-            raise PreAlignedInputError(
+            raise ModelInputError(
                 "this model has no binarisation head (config.code_bits is None); use get_*_embeds for floats"
             )
         return self.code_projection
@@ -292,8 +262,13 @@ class PreAlignedShapeModel(PreAlignedShapePreTrainedModel):
         return output
 
 
+def __getattr__(name: str):
+    if name == "PreAlignedInputError":  # one release: the input checks' error is shared by every model now
+        return deprecated_input_error(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "PreAlignedInputError",
     "PreAlignedPPATEncoder",
     "PreAlignedPointBERTEncoder",
     "PreAlignedShapeModel",

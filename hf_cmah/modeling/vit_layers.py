@@ -2,7 +2,10 @@
 attention (self and cross), the pre-norm block, and ViTMAE-style random masking.
 
 Like timm's `layers/`, these take plain sizes so that every model reuses them; the model
-files wrap them in `config`-taking modules. Imports only torch (saved with the model).
+files wrap them in `config`-taking modules. The two blocks are transformers'
+`GradientCheckpointingLayer`s, so ``gradient_checkpointing_enable()`` recomputes them in the
+backward pass instead of keeping their activations. Imports only torch and transformers
+(saved with the model).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 
 class PatchEmbedding(nn.Module):
@@ -109,7 +113,7 @@ class MLP(nn.Module):
         return self.dropout(self.fc2(self.act(self.fc1(hidden_states))))
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(GradientCheckpointingLayer):
     """Pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
 
     def __init__(
@@ -132,7 +136,7 @@ class TransformerBlock(nn.Module):
         return hidden_states + self.mlp(self.norm2(hidden_states))
 
 
-class CrossAttentionBlock(nn.Module):
+class CrossAttentionBlock(GradientCheckpointingLayer):
     """Pre-norm cross-attention block: tokens attend to another modality's tokens, then an MLP."""
 
     def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, layer_norm_eps: float = 1e-6):

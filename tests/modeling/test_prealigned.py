@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from hf_cmah.modeling import (
-    PREALIGNED_PRESETS,
-    PreAlignedInputError,
-    PreAlignedShapeConfig,
-    PreAlignedShapeModel,
-)
-from hf_cmah.modeling.hash_codes import codes_and_embeds
-
-MODELING = Path(__file__).resolve().parents[2] / "hf_cmah" / "modeling"
+from hf_cmah.evaluation.encoding import codes_and_embeds
+from hf_cmah.modeling import PREALIGNED_PRESETS, ModelInputError, PreAlignedShapeConfig, PreAlignedShapeModel
 
 
 def tiny_config(architecture: str = "ppat", **overrides) -> PreAlignedShapeConfig:
@@ -136,15 +132,15 @@ def test_colourless_clouds_get_the_default_grey():
 def test_bad_inputs_raise_plain_errors():
     model = PreAlignedShapeModel(tiny_config()).eval()
     pixels, points = inputs()
-    with pytest.raises(PreAlignedInputError, match="no binarisation head"):
+    with pytest.raises(ModelInputError, match="no binarisation head"):
         model.get_shape_codes(points)
-    with pytest.raises(PreAlignedInputError, match=r"\[batch, num_points, 3\]"):
+    with pytest.raises(ModelInputError, match=r"\[batch, num_points, 3\]"):
         model.get_shape_embeds(points[..., :4])
-    with pytest.raises(PreAlignedInputError, match="fewer than"):
+    with pytest.raises(ModelInputError, match="fewer than"):
         model.get_shape_embeds(points[:, :8])
-    with pytest.raises(PreAlignedInputError, match="NaN"):
+    with pytest.raises(ModelInputError, match="NaN"):
         model.get_shape_embeds(points.clone().fill_(float("nan")))
-    with pytest.raises(PreAlignedInputError, match="pixel_values must have shape"):
+    with pytest.raises(ModelInputError, match="pixel_values must have shape"):
         model.get_image_embeds(pixels[:, :, :16])
 
 
@@ -159,17 +155,38 @@ def test_binarisation_head_preserves_neighbourhoods_before_training():
     assert (bits[0] == bits[1]).float().mean() > (bits[0] == bits[2]).float().mean()
 
 
-def test_modeling_files_import_only_torch_transformers_and_siblings():
-    for name in ("configuration_prealigned.py", "modeling_prealigned.py", "point_layers.py", "vit_layers.py"):
-        tree = ast.parse((MODELING / name).read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom):
-                assert node.level in (0, 1), f"{name}: relative import beyond the folder"
-                if node.level == 1:
-                    assert node.module and "." not in node.module and (MODELING / f"{node.module}.py").is_file()
-                else:
-                    assert node.module.split(".")[0] in ("torch", "transformers", "__future__", "dataclasses",
-                                                         "math", "typing", "collections"), (name, node.module)  # fmt: skip
-            elif isinstance(node, ast.Import):
-                for alias in node.names:
-                    assert alias.name.split(".")[0] in ("torch", "transformers", "math"), (name, alias.name)
+def test_trust_remote_code_round_trip_without_the_package(tmp_path):
+    """A saved folder names its classes in ``auto_map``; a subprocess where `import hf_cmah` fails loads it from
+    the copied code files and gives the same embeddings and codes."""
+    torch.manual_seed(4)
+    model = PreAlignedShapeModel(tiny_config("pointbert", code_bits=16)).eval()
+    model.save_pretrained(tmp_path / "model")
+    auto_map = json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"]
+    assert auto_map == {
+        "AutoConfig": "configuration_prealigned.PreAlignedShapeConfig",
+        "AutoModel": "modeling_prealigned.PreAlignedShapeModel",
+    }
+    pixels, points = inputs(seed=5)
+    torch.save({"pixels": pixels, "points": points}, tmp_path / "inputs.pt")
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["hf_cmah"] = None  # the package is not importable here
+        import torch
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained("{tmp_path / "model"}", trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        tensors = torch.load("{tmp_path / "inputs.pt"}")
+        with torch.no_grad():
+            torch.save({{"image": model.get_image_embeds(tensors["pixels"]),
+                        "shape": model.get_shape_embeds(tensors["points"]),
+                        "codes": model.get_shape_codes(tensors["points"])}}, "{tmp_path / "remote.pt"}")
+    """)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.load(tmp_path / "remote.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(remote["image"], model.get_image_embeds(pixels), rtol=0, atol=0)
+        torch.testing.assert_close(remote["shape"], model.get_shape_embeds(points), rtol=0, atol=0)
+        assert torch.equal(remote["codes"], model.get_shape_codes(points))
