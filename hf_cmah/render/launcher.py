@@ -24,17 +24,29 @@ from pathlib import Path
 from ..errors import ConfigError
 
 RENDER_SCRIPT = Path(__file__).with_name("render_views.py")
-ENGINES = ("cycles", "workbench")
-# studio: a key and a fill light (what datasets are rendered with); side: one low warm light from the
-# left and little ambient light, hard shadows — another lighting for checking a model against.
-LIGHTINGS = ("studio", "side")
+# mixed: each view draws Cycles (with probability ``cycles_fraction``) or Workbench.
+ENGINES = ("cycles", "workbench", "mixed")
+# Lighting presets (the rigs are in render_views.py): studio, a key and a fill light (what datasets are
+# rendered with); side, one low warm light from the left, hard shadows; sun_sky, a high sun under a blue
+# sky; soft_box, two large soft lights beside the camera (product shots); low_key, one dim light from
+# behind on a dark world. ``lighting="random"`` draws one per view.
+LIGHTINGS = ("studio", "side", "sun_sky", "soft_box", "low_key")
+MATERIALS = ("auto", "vertex")
+# Asset formats whose own materials the renderer imports with Blender's importers (render_views.import_source).
+IMPORTED_FORMATS = {".obj": "obj", ".gltf": "gltf", ".glb": "gltf"}
 # A fixed job-file name inside each batch's temporary folder keeps the Blender command line short.
 JOB_NAME = "job.json"
 
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """How views are rendered; every field changes the images, so all of them key the render cache."""
+    """How views are rendered; every field changes the images, so all of them key the render cache.
+
+    The domain-randomisation fields (``lighting="random"``, the ``*_jitter*`` fields, ``engine="mixed"``)
+    are drawn per view by `views_for`, seeded, and recorded in each view's ``cameras.json`` entry.
+    ``materials="auto"`` shows an asset's own materials where its file has them (`render_source`);
+    ``"vertex"`` always renders the plain mesh with its vertex colours.
+    """
 
     engine: str = "cycles"
     samples: int = 16
@@ -49,22 +61,36 @@ class RenderSettings:
     device: str = "auto"
     denoise: bool = False
     lighting: str = "studio"
+    light_rotation_jitter_deg: float = 0.0
+    fov_jitter_deg: float = 0.0
+    distance_jitter: float = 0.0
+    roll_jitter_deg: float = 0.0
+    cycles_fraction: float = 0.5
+    materials: str = "auto"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError(f"engine: expected one of {ENGINES}, got {self.engine!r}")
-        if self.lighting not in LIGHTINGS:
-            raise ConfigError(f"lighting: expected one of {LIGHTINGS}, got {self.lighting!r}")
+        if self.lighting not in (*LIGHTINGS, "random"):
+            raise ConfigError(f"lighting: expected one of {(*LIGHTINGS, 'random')}, got {self.lighting!r}")
+        if self.materials not in MATERIALS:
+            raise ConfigError(f"materials: expected one of {MATERIALS}, got {self.materials!r}")
         if self.resolution < 8 or self.samples < 1 or self.num_views < 0:
             raise ConfigError("resolution must be ≥ 8, samples ≥ 1 and num_views ≥ 0")
-        if not 1.0 < self.fov_deg < 170.0:
-            raise ConfigError(f"fov_deg: expected an angle between 1 and 170 degrees, got {self.fov_deg}")
+        low, high = self.fov_deg - self.fov_jitter_deg, self.fov_deg + self.fov_jitter_deg
+        if not 1.0 < low <= high < 170.0:
+            raise ConfigError(f"fov_deg ± fov_jitter_deg: expected angles between 1 and 170 degrees, got {low}..{high}")
+        if not 0.0 <= self.distance_jitter <= 2.0:
+            raise ConfigError(f"distance_jitter: expected a fraction between 0 and 2, got {self.distance_jitter}")
+        if not 0.0 <= self.cycles_fraction <= 1.0:
+            raise ConfigError(f"cycles_fraction: expected a probability between 0 and 1, got {self.cycles_fraction}")
 
-    def views_for(self, shape_key: str) -> list[dict[str, float]]:
-        """Azimuths evenly spaced around the shape, cycling through the elevations.
+    def views_for(self, shape_key: str) -> list[dict[str, float | str]]:
+        """Azimuths evenly spaced around the shape, cycling through the elevations, each view randomised.
 
-        Jitter is drawn from a generator seeded by ``seed`` and the shape's key, so every
-        shape gets its own views and a rebuild gets the same ones.
+        Draws come from a generator seeded by ``seed`` and the shape's key, so every shape gets its
+        own views and a rebuild gets the same ones; a field at its default draws nothing, so views
+        made before that field existed stay the same.
         """
         rng = random.Random(f"{self.seed}:{shape_key}")
         views = []
@@ -74,26 +100,83 @@ class RenderSettings:
             if self.jitter_deg:
                 azimuth += rng.uniform(-self.jitter_deg, self.jitter_deg)
                 elevation += rng.uniform(-self.jitter_deg, self.jitter_deg)
-            views.append({"azimuth": round(azimuth % 360.0, 4), "elevation": round(elevation, 4)})
+            view: dict[str, float | str] = {"azimuth": round(azimuth % 360.0, 4), "elevation": round(elevation, 4)}
+            views.append({**view, **self._randomised_scene(rng)})
         return views
 
+    def _randomised_scene(self, rng: random.Random) -> dict[str, float | str]:
+        """One view's draws of the randomised fields, in a fixed order (the order is part of the seed)."""
+        view: dict[str, float | str] = {}
+        if self.lighting == "random":
+            view["lighting"] = rng.choice(LIGHTINGS)
+        if self.light_rotation_jitter_deg:
+            view["light_rotation"] = round(rng.uniform(-1.0, 1.0) * self.light_rotation_jitter_deg, 4)
+        if self.fov_jitter_deg:
+            view["fov_deg"] = round(self.fov_deg + rng.uniform(-1.0, 1.0) * self.fov_jitter_deg, 4)
+        if self.distance_jitter:
+            view["distance_scale"] = round(1.0 + rng.uniform(0.0, self.distance_jitter), 4)
+        if self.roll_jitter_deg:
+            view["roll"] = round(rng.uniform(-1.0, 1.0) * self.roll_jitter_deg, 4)
+        if self.engine == "mixed":
+            view["engine"] = "cycles" if rng.random() < self.cycles_fraction else "workbench"
+        return view
+
     def fingerprint(self) -> dict:
-        """The fields that key the render cache; ``lighting`` only when not the default, so the renders
-        cached before that field existed (all studio-lit) keep their keys."""
+        """The fields that key the render cache. Fields added after the cache existed count only when not
+        at their default, so renders cached before them keep their keys; ``materials`` never counts here:
+        whether a shape is shown with its own materials keys that shape's entry (see `render_source`)."""
         fields = asdict(self)
-        if fields["lighting"] == "studio":
-            del fields["lighting"]
+        del fields["materials"]
+        for name, default in LATER_FIELD_DEFAULTS.items():
+            if fields[name] == default:
+                del fields[name]
         return fields
+
+
+# Fields RenderSettings gained after renders were first cached, with their defaults.
+LATER_FIELD_DEFAULTS = {
+    "lighting": "studio",
+    "light_rotation_jitter_deg": 0.0,
+    "fov_jitter_deg": 0.0,
+    "distance_jitter": 0.0,
+    "roll_jitter_deg": 0.0,
+    "cycles_fraction": 0.5,
+}
+
+
+def render_source(path: str | Path, to_normalized, settings: RenderSettings) -> dict | None:
+    """The renderer's ``source`` for an asset file whose own materials it can import, else None.
+
+    OBJ counts when it names a material library that exists beside it (otherwise Blender would show
+    the same grey as the plain mesh); glTF / GLB always (PBR materials, often embedded textures).
+    ``to_normalized`` is the 4×4 of `hf_cmah.geometry.normalization` that took the file to the
+    normalised y-up frame of the mesh the views are framed on.
+    """
+    path = Path(path)
+    kind = IMPORTED_FORMATS.get(path.suffix.lower())
+    if settings.materials != "auto" or kind is None or (kind == "obj" and not _material_libraries(path)):
+        return None
+    matrix = [[float(value) for value in row] for row in to_normalized]
+    return {"path": str(path.resolve()), "format": kind, "to_normalized": matrix}
+
+
+def _material_libraries(obj_path: Path) -> list[Path]:
+    """The ``mtllib`` files an OBJ names that exist beside it."""
+    with open(obj_path, encoding="utf-8", errors="replace") as handle:
+        names = [line[len("mtllib ") :].strip() for line in handle if line.startswith("mtllib ")]
+    return [obj_path.parent / name for name in names if (obj_path.parent / name).is_file()]
 
 
 @dataclass
 class RenderItem:
-    """One mesh to render: an ``.npz`` (y-up ``vertices``, ``faces``, optional ``colors``) and its views."""
+    """One mesh to render: an ``.npz`` (y-up ``vertices``, ``faces``, optional ``colors``) and its views;
+    ``source`` (from `render_source`) shows the asset file itself, with its materials, instead."""
 
     id: str
     mesh: Path
     out_dir: Path
-    views: list[dict[str, float]] = field(default_factory=list)
+    views: list[dict[str, float | str]] = field(default_factory=list)
+    source: dict | None = None
 
 
 def find_blender(explicit: str | None = None) -> list[str]:
@@ -205,4 +288,14 @@ def _follow_results(
             time.sleep(0.2)
 
 
-__all__ = ["ENGINES", "LIGHTINGS", "RENDER_SCRIPT", "RenderItem", "RenderSettings", "find_blender", "render_batches"]
+__all__ = [
+    "ENGINES",
+    "LIGHTINGS",
+    "MATERIALS",
+    "RENDER_SCRIPT",
+    "RenderItem",
+    "RenderSettings",
+    "find_blender",
+    "render_batches",
+    "render_source",
+]
