@@ -199,9 +199,9 @@ class TrainingSession:
     def evaluate(self, model, step: int) -> None:
         """Retrieval on the eval split (main process, unwrapped model); a new best is saved in ``best/``."""
         if self.accelerator.is_main_process:
-            self.metrics = score_model(
-                self.accelerator, self.accelerator.unwrap_model(model), self.processor, self.eval_split, self.config
-            )
+            # base_model: the retriever inside a pre-training model (CMAHForPreTraining.cmah), else the model itself
+            retriever = self.accelerator.unwrap_model(model).base_model
+            self.metrics = score_model(self.accelerator, retriever, self.processor, self.eval_split, self.config)
             self.accelerator.log(self.metrics, step=step)
             self.accelerator.print(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items()))
             if self.metrics[self.config.selection_metric] > self.best_score:
