@@ -52,3 +52,68 @@ def test_lighting_is_checked_and_keys_the_cache_only_when_not_the_default():
     studio = RenderSettings()
     assert "lighting" not in studio.fingerprint(), "renders cached before lighting existed keep their keys"
     assert RenderSettings(lighting="side").fingerprint() == {**studio.fingerprint(), "lighting": "side"}
+
+
+def test_randomised_fields_are_drawn_per_view_seeded_and_off_by_default():
+    plain = RenderSettings(num_views=3, jitter_deg=5.0)
+    assert all(set(view) == {"azimuth", "elevation"} for view in plain.views_for("a")), "defaults draw nothing new"
+    settings = RenderSettings(
+        num_views=8,
+        jitter_deg=5.0,
+        lighting="random",
+        light_rotation_jitter_deg=90.0,
+        fov_jitter_deg=10.0,
+        distance_jitter=0.5,
+        roll_jitter_deg=15.0,
+        engine="mixed",
+    )
+    views = settings.views_for("a")
+    assert views == settings.views_for("a") and views != settings.views_for("b")
+    assert {view["lighting"] for view in views} <= set(launcher.LIGHTINGS) and len({v["lighting"] for v in views}) > 1
+    assert {view["engine"] for view in views} == {"cycles", "workbench"}
+    for view in views:
+        assert 30.0 <= view["fov_deg"] <= 50.0 and 1.0 <= view["distance_scale"] <= 1.5
+        assert abs(view["roll"]) <= 15.0 and abs(view["light_rotation"]) <= 90.0
+    assert RenderSettings(num_views=8, engine="mixed", cycles_fraction=1.0).views_for("a")[0]["engine"] == "cycles"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"lighting": "candle"},
+        {"materials": "pbr"},
+        {"fov_deg": 40.0, "fov_jitter_deg": 45.0},
+        {"distance_jitter": -0.1},
+        {"cycles_fraction": 1.5},
+        {"engine": "eevee"},
+    ],
+)
+def test_randomised_settings_are_checked(bad):
+    with pytest.raises(ConfigError, match=next(iter(bad)).split("_")[0]):
+        RenderSettings(**bad)
+
+
+def test_new_fields_key_the_cache_only_when_set():
+    base = RenderSettings().fingerprint()
+    assert "materials" not in base and RenderSettings(materials="vertex").fingerprint() == base
+    assert RenderSettings(roll_jitter_deg=10.0).fingerprint() == {**base, "roll_jitter_deg": 10.0}
+    assert RenderSettings(engine="mixed").fingerprint() == {**base, "engine": "mixed"}
+
+
+def test_render_source_only_for_assets_with_their_own_materials(tmp_path):
+    identity = [[1.0 if i == j else 0.0 for j in range(4)] for i in range(4)]
+    settings = RenderSettings()
+    bare = tmp_path / "bare.obj"
+    bare.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    named_missing = tmp_path / "missing.obj"
+    named_missing.write_text("mtllib absent.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    with_library = tmp_path / "chair.obj"
+    with_library.write_text("mtllib chair.mtl\nusemtl red\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    (tmp_path / "chair.mtl").write_text("newmtl red\nKd 1 0 0\n")
+    assert launcher.render_source(bare, identity, settings) is None
+    assert launcher.render_source(named_missing, identity, settings) is None
+    assert launcher.render_source(tmp_path / "shape.off", identity, settings) is None
+    source = launcher.render_source(with_library, identity, settings)
+    assert source == {"path": str(with_library.resolve()), "format": "obj", "to_normalized": identity}
+    assert launcher.render_source(tmp_path / "car.glb", identity, settings)["format"] == "gltf"
+    assert launcher.render_source(with_library, identity, RenderSettings(materials="vertex")) is None

@@ -11,7 +11,7 @@ import trimesh
 from PIL import Image
 
 from hf_cmah.geometry import normalize_mesh
-from hf_cmah.render.launcher import RenderItem, RenderSettings, render_batches
+from hf_cmah.render.launcher import RenderItem, RenderSettings, render_batches, render_source
 
 BLENDER_PYTHON = Path(__file__).resolve().parents[2] / ".venv-blender" / "bin" / "python"
 pytestmark = [
@@ -79,3 +79,105 @@ def test_side_lighting_changes_the_shading(tmp_path, engine):
     assert np.array_equal(studio[:, :, 3] > 0, side[:, :, 3] > 0), "the same view of the same shape"
     shape = studio[:, :, 3] > 0
     assert np.abs(studio[shape, :3] - side[shape, :3]).mean() > 10, "another light shades it differently"
+
+
+def _checker_glb(path: Path, scale: float = 1.0, offset=(0.0, 0.0, 0.0)) -> Path:
+    """A box (the unit ball's cube when ``scale`` is 1) whose faces carry a red / green checker texture."""
+    cells = (np.indices((64, 64)) // 16).sum(0) % 2
+    pixels = np.where(cells[..., None] == 1, [220, 30, 30], [30, 200, 40]).astype(np.uint8)
+    box = trimesh.creation.box(extents=[2.0 / np.sqrt(3.0)] * 3).subdivide()
+    uv = np.stack([box.vertices[:, 0] + box.vertices[:, 2], box.vertices[:, 1] + box.vertices[:, 2]], 1)
+    box.visual = trimesh.visual.TextureVisuals(uv=(uv * 0.5 + 0.5) % 1.0, image=Image.fromarray(pixels))
+    box.apply_scale(scale)
+    box.apply_translation(offset)
+    box.export(path)
+    return path
+
+
+def _rgba(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGBA"), dtype=np.float64)
+
+
+@pytest.mark.parametrize("engine", ["workbench", "cycles"])
+def test_an_asset_renders_with_its_own_texture_on_the_normalised_geometry(tmp_path, engine):
+    # The asset is 3x the normalised cube, off centre: to_normalized must bring it onto the .npz the views frame.
+    asset = _checker_glb(tmp_path / "checker.glb", scale=3.0, offset=(5.0, -2.0, 1.0))
+    to_normalized = np.diag([1 / 3, 1 / 3, 1 / 3, 1.0])
+    to_normalized[:3, 3] = -np.array([5.0, -2.0, 1.0]) / 3
+    mesh = _write_mesh(tmp_path / "cube.npz", trimesh.creation.box(extents=[2.0 / np.sqrt(3.0)] * 3))
+    looks = {}
+    for materials in ("vertex", "auto"):
+        settings = RenderSettings(engine=engine, samples=4, resolution=64, num_views=1, materials=materials)
+        source = render_source(asset, to_normalized, settings)
+        item = RenderItem("cube", mesh, tmp_path / materials, settings.views_for("cube"), source)
+        assert render_batches([item], settings, blender=str(BLENDER_PYTHON))["cube"] is None
+        looks[materials] = _rgba(item.out_dir / "view_00.png")
+        camera = json.loads((item.out_dir / "cameras.json").read_text())["views"][0]
+        assert camera["look"] == ("importer:gltf" if source else "vertex_colors")
+        assert camera["engine"] == engine and camera["lighting"] == "studio"
+    plain, textured = looks["vertex"], looks["auto"]
+    plain_mask, textured_mask = plain[:, :, 3] > 0, textured[:, :, 3] > 0
+    overlap = (plain_mask & textured_mask).sum() / (plain_mask | textured_mask).sum()
+    assert overlap > 0.97, "the imported asset sits exactly where the normalised mesh is"
+    red, green = textured[textured_mask, 0], textured[textured_mask, 1]
+    assert ((red > green + 40).mean() > 0.2) and ((green > red + 40).mean() > 0.2), "both checker colours show"
+    assert np.abs(plain[plain_mask, 0] - plain[plain_mask, 1]).mean() < 10, "the plain mesh is grey"
+
+
+def test_missing_textures_show_the_material_colour_and_a_broken_asset_falls_back(tmp_path):
+    cube = trimesh.creation.box(extents=[2.0 / np.sqrt(3.0)] * 3)
+    asset = tmp_path / "crate.obj"
+    cube.export(asset, include_texture=False)
+    asset.write_text("mtllib crate.mtl\nusemtl crate\n" + asset.read_text())
+    (tmp_path / "crate.mtl").write_text("newmtl crate\nKd 0.1 0.2 0.9\nmap_Kd textures/absent.jpg\n")
+    broken = tmp_path / "broken.glb"
+    broken.write_bytes(b"glTF not really")
+    mesh = _write_mesh(tmp_path / "cube.npz", cube)
+    settings = RenderSettings(engine="workbench", resolution=48, num_views=1)
+    identity = np.eye(4)
+    items = [
+        RenderItem(
+            "crate", mesh, tmp_path / "crate", settings.views_for("crate"), render_source(asset, identity, settings)
+        ),
+        RenderItem(
+            "broken", mesh, tmp_path / "broken", settings.views_for("broken"), render_source(broken, identity, settings)
+        ),
+    ]
+    assert render_batches(items, settings, blender=str(BLENDER_PYTHON)) == {"crate": None, "broken": None}
+    crate = _rgba(tmp_path / "crate" / "view_00.png")
+    shown = crate[crate[:, :, 3] > 0]
+    assert (shown[:, 2] > shown[:, 0] + 40).mean() > 0.9, "blue from Kd, not Blender's magenta missing-texture colour"
+    fallback = json.loads((tmp_path / "broken" / "cameras.json").read_text())["views"][0]
+    assert fallback["look"].startswith("vertex_colors (import failed"), fallback["look"]
+    assert (_rgba(tmp_path / "broken" / "view_00.png")[:, :, 3] > 0).mean() > 0.05, "the plain mesh is rendered"
+
+
+def test_randomised_views_render_and_are_recorded(tmp_path):
+    tall = trimesh.creation.cylinder(radius=0.2, height=3.0)
+    tall.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))  # along y: upright
+    mesh = _write_mesh(tmp_path / "rod.npz", tall)
+    settings = RenderSettings(
+        engine="mixed",
+        samples=2,
+        resolution=48,
+        num_views=4,
+        elevations=(0.0,),
+        lighting="random",
+        light_rotation_jitter_deg=180.0,
+        fov_jitter_deg=10.0,
+        distance_jitter=0.5,
+        seed=3,
+    )
+    views = settings.views_for("rod")
+    rolled = [{**view, "roll": 90.0} for view in views[:1]]
+    items = [RenderItem("rod", mesh, tmp_path / "rod", views), RenderItem("rolled", mesh, tmp_path / "rolled", rolled)]
+    assert render_batches(items, settings, blender=str(BLENDER_PYTHON)) == {"rod": None, "rolled": None}
+    cameras = json.loads((tmp_path / "rod" / "cameras.json").read_text())["views"]
+    for view, camera in zip(views, cameras):
+        assert camera["engine"] == view["engine"] and camera["lighting"] == view["lighting"]
+        assert camera["light_rotation"] == view["light_rotation"]
+        assert camera["fov_deg"] == pytest.approx(view["fov_deg"], abs=1e-4)
+        box, _ = _alpha_box(tmp_path / "rod" / f"view_{camera['index']:02d}.png")
+        assert box.min() > 0 and box.max() < 47, "farther or wider, never cut off"
+    rows_top, rows_bottom, cols_left, cols_right = _alpha_box(tmp_path / "rolled" / "view_00.png")[0]
+    assert cols_right - cols_left > 0.6 * 48 and rows_bottom - rows_top < 0.3 * 48, "a 90° roll lays the rod down"
