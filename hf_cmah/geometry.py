@@ -35,6 +35,11 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
     Faces that touch non-finite vertices are dropped; a file without any usable face raises.
     """
     path = Path(path)
+    return _clean_mesh(_flatten(_parse_mesh_file(path), path), path)
+
+
+def _parse_mesh_file(path: Path) -> trimesh.Trimesh | trimesh.PointCloud | trimesh.Scene:
+    """What a mesh file holds, parsed once; every way a file can be bad is a MeshLoadError naming it."""
     suffix = path.suffix.lower()
     if suffix not in MESH_SUFFIXES:
         raise MeshLoadError(f"{path}: unsupported mesh format {suffix!r} (expected one of {', '.join(MESH_SUFFIXES)})")
@@ -42,14 +47,13 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
         raise MeshLoadError(f"{path}: no such file")
     fast = _read_plain_off(path) if suffix == ".off" else None
     if fast is not None:
-        return _clean_mesh(fast, path)
+        return fast
     try:
-        loaded = trimesh.load(path, file_type=suffix[1:], process=False)
+        return trimesh.load(path, file_type=suffix[1:], process=False)
     except Exception as error:  # trimesh raises anything from IndexError to UnicodeDecodeError on bad files
         raise MeshLoadError(
             f"{path}: cannot parse as {suffix[1:].upper()} ({type(error).__name__}: {error})"
         ) from error
-    return _clean_mesh(_flatten(loaded, path), path)
 
 
 def _read_plain_off(path: Path) -> trimesh.Trimesh | None:
@@ -202,17 +206,17 @@ def load_points(
 
     Point files (``.npy``/``.npz``/``.xyz``/``.pts``/``.txt``, xyz or xyz+rgb per row, and
     PLY files without faces) are normalised like meshes, then resampled with a seeded draw
-    (with replacement only when the file has too few points).
+    (with replacement only when the file has too few points). A file that cannot give points raises
+    :class:`~hf_cmah.errors.MeshLoadError` naming it, whatever the parser's own error was.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in POINT_SUFFIXES:
         return _resample(_read_point_file(path), num_points, seed, with_colors, up_axis)
-    if suffix == ".ply" and path.is_file():
-        loaded = trimesh.load(path, file_type="ply", process=False)
-        if isinstance(loaded, trimesh.PointCloud):
-            return _resample(_point_cloud_array(loaded), num_points, seed, with_colors, up_axis)
-    mesh = normalize_mesh(load_mesh(path), up_axis=up_axis)
+    loaded = _parse_mesh_file(path)
+    if suffix == ".ply" and isinstance(loaded, trimesh.PointCloud):
+        return _resample(_point_cloud_array(loaded), num_points, seed, with_colors, up_axis)
+    mesh = normalize_mesh(_clean_mesh(_flatten(loaded, path), path), up_axis=up_axis)
     return sample_points(mesh, num_points, seed=seed, with_colors=with_colors)
 
 

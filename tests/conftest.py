@@ -67,6 +67,14 @@ def tiny_model(tiny_config):
 
 
 @pytest.fixture(scope="session")
+def fitted_retriever():
+    """A CMAH model fitted to its own twelve synthetic shapes and their silhouettes (seconds; tests/fitted.py)."""
+    from tests.fitted import fitted_retriever
+
+    return fitted_retriever()
+
+
+@pytest.fixture(scope="session")
 def sample_library(tmp_path_factory):
     """One sample library (model + index with assets, ~1 min) per session, for tests/service and tests/benchmarks."""
     from tests.service.fixtures import build_sample_library

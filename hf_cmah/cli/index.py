@@ -85,7 +85,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     from ..errors import InvalidInputError
-    from ..index.encoding import build_index, load_retriever
+    from ..index.build import build_index
+    from ..index.encoding import load_retriever
 
     library = _library(args.library, args.split)
     if args.mesh_root and isinstance(library, str):
@@ -117,7 +118,7 @@ def _report_asset_notes(index, mesh_root: str | None) -> None:
     """One line per kind of asset note: how many shapes have it and which (the first few)."""
     from pathlib import Path
 
-    from ..index.encoding import MESH_NOT_FOUND_NOTE
+    from ..index.library import MESH_NOT_FOUND_NOTE
 
     groups: dict[str, list[str]] = {}
     for shape_id, note in zip(index.shape_ids, index.metadata.column("asset_note").to_pylist()):

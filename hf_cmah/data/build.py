@@ -20,7 +20,6 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError, MeshLoadError
-from ..geometry import load_mesh, load_points, normalize_mesh, sample_points
 from ..render.launcher import RenderItem, RenderSettings, render_batches
 from .cache import cache_root, file_digest, settings_digest
 from .features import empty_view, shape_features
@@ -137,24 +136,15 @@ def _prepare(record: ShapeRecord, settings: BuildSettings, mesh_file: Path) -> t
     needs_render = render_dir is not None and not (render_dir / "cameras.json").is_file()
     if points_file.is_file() and not needs_render:
         return _Prepared(record, points_file, render_dir), None
-    needs_mesh = needs_render or record.points_path is None
-    mesh = _load_normalized(record) if needs_mesh else None
+    mesh = record.load_mesh() if needs_render else None
     if not points_file.is_file():
-        if record.points_path is not None:
-            points = load_points(record.points_path, settings.num_points, settings.seed, settings.with_colors)
-        else:
-            points = sample_points(mesh, settings.num_points, seed=settings.seed, with_colors=settings.with_colors)
+        points = record.load_points(settings.num_points, settings.seed, settings.with_colors, mesh=mesh)
         _save_atomic(points_file, points)
     if not needs_render:
         return _Prepared(record, points_file, render_dir), None
     write_render_mesh(mesh, mesh_file)
     item = RenderItem(record.shape_id, mesh_file, render_dir, settings.render.views_for(key))
     return _Prepared(record, points_file, render_dir), item
-
-
-def _load_normalized(record: ShapeRecord):
-    mesh = record.make_mesh() if record.make_mesh is not None else load_mesh(record.mesh_path)
-    return normalize_mesh(mesh, up_axis=record.up_axis)
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:

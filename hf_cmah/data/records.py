@@ -12,7 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import trimesh
+
+from ..errors import InvalidInputError
+from ..geometry import load_mesh, load_points, normalize_mesh, sample_points
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,9 @@ class ShapeRecord:
     """One shape: where its geometry comes from, its split and label, and images it comes with.
 
     Geometry comes from ``points_path`` (official point files) or else ``mesh_path`` /
-    ``make_mesh``; a mesh, when there is one, is also what gets rendered.
+    ``make_mesh``; a mesh, when there is one, is also what gets rendered. A record of a built
+    dataset's row (an index library) has none of the three: its points are in the row, and
+    ``display_path`` names the mesh file it was built from. ``split`` is ``""`` where there is none.
     """
 
     shape_id: str
@@ -47,6 +53,36 @@ class ShapeRecord:
     @property
     def renderable(self) -> bool:
         return self.mesh_path is not None or self.make_mesh is not None
+
+    @property
+    def source(self) -> str:
+        """The file the shape's points come from, as given (``points_path``, else ``mesh_path``), else
+        ``display_path``: what an index's ``source`` column holds."""
+        path = self.points_path or self.mesh_path
+        return str(path) if path is not None else self.display_path
+
+    def load_mesh(self) -> trimesh.Trimesh:
+        """The shape's mesh (made, or read from ``mesh_path``), centred, scaled into the unit ball, y up."""
+        if not self.renderable:
+            raise InvalidInputError(f"{self.shape_id}: no mesh to load (neither mesh_path nor make_mesh)")
+        mesh = self.make_mesh() if self.make_mesh is not None else load_mesh(self.mesh_path)
+        return normalize_mesh(mesh, up_axis=self.up_axis)
+
+    def load_points(
+        self, num_points: int, seed: int = 0, with_colors: bool = False, mesh: trimesh.Trimesh | None = None
+    ) -> np.ndarray:
+        """``num_points`` normalised points: read from ``points_path``, else sampled from ``mesh`` (this
+        record's :meth:`load_mesh`, when the caller holds it already) or from the record's own mesh.
+
+        The one loader of both `hf-cmah data build` and `hf-cmah index build`: a bad file raises
+        :class:`~hf_cmah.errors.MeshLoadError` naming it.
+        """
+        if self.points_path is not None:
+            return load_points(self.points_path, num_points, seed, with_colors, self.up_axis)
+        if mesh is None and self.mesh_path is not None:  # a PLY there may hold points only: geometry reads both
+            return load_points(self.mesh_path, num_points, seed, with_colors, self.up_axis)
+        mesh = mesh if mesh is not None else self.load_mesh()
+        return sample_points(mesh, num_points, seed=seed, with_colors=with_colors)
 
 
 @dataclass(frozen=True)

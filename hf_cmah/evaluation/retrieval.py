@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from ..data.storage import unique_shape_rows
 from ..errors import InvalidInputError
-from ..modeling.hash_codes import codes_and_embeds
+from .encoding import encode_batches
 from .metrics import cosine_distances, hamming_distances, retrieval_metrics
 
 
@@ -42,53 +40,24 @@ def image_rows(dataset, kind: str):
     return dataset.select(rows), "image"
 
 
-@torch.no_grad()
-def _encode(model, modality: str, batches, total: int, description: str, progress: bool):
-    """Codes (None for a model without ``config.code_bits``, e.g. a dual encoder) and embeddings."""
-    hashing = getattr(model.config, "code_bits", None) is not None
-    codes, embeds = [], []
-    with tqdm(total=total, desc=description, disable=not progress, leave=False) as bar:
-        for inputs in batches:
-            if hashing:
-                batch_codes, batch_embeds = codes_and_embeds(model, modality, inputs)
-                codes.append(batch_codes.cpu().numpy().astype(np.int8))
-            else:
-                batch_embeds = getattr(model, f"get_{modality}_embeds")(inputs)
-            embeds.append(batch_embeds.float().cpu().numpy())
-            bar.update(len(inputs))
-    return (np.concatenate(codes) if hashing else None), np.concatenate(embeds)
-
-
 def encode_images(
     model, processor, dataset, batch_size: int = 64, image_column: str = "image", progress: bool = True
 ) -> EncodedSet:
-    """Every row's image through the model's codes and embeddings (`hf_cmah.modeling.hash_codes.codes_and_embeds`)."""
+    """Every row's image through the model's codes and embeddings (see :mod:`hf_cmah.evaluation.encoding`)."""
     model.eval()
-    device = model.device
     rows = dataset.select_columns([image_column])
-
-    def batches():
-        for start in range(0, len(rows), batch_size):
-            images = rows[start : start + batch_size][image_column]
-            yield processor(images=images, return_tensors="pt")["pixel_values"].to(device)
-
-    codes, embeds = _encode(model, "image", batches(), len(rows), f"encode {image_column}", progress)
+    batches = (rows[start : start + batch_size][image_column] for start in range(0, len(rows), batch_size))
+    codes, embeds = encode_batches(model, processor, "image", batches, len(rows), f"encode {image_column}", progress)
     return EncodedSet(codes, embeds, np.asarray(dataset["label"]), np.asarray(dataset["shape_id"]))
 
 
 def encode_shapes(model, processor, dataset, batch_size: int = 64, progress: bool = True) -> EncodedSet:
     """One point cloud per ``shape_id`` (sorted by id) through the model's codes and embeddings."""
     model.eval()
-    device = model.device
     shapes = dataset.select(unique_shape_rows(dataset)).select_columns(["shape_id", "label", "points"])
     clouds = shapes.with_format("numpy", columns=["points"])
-
-    def batches():
-        for start in range(0, len(clouds), batch_size):
-            points = list(clouds[start : start + batch_size]["points"])
-            yield processor(points=points, return_tensors="pt")["points"].to(device)
-
-    codes, embeds = _encode(model, "shape", batches(), len(shapes), "encode shapes", progress)
+    batches = (list(clouds[start : start + batch_size]["points"]) for start in range(0, len(clouds), batch_size))
+    codes, embeds = encode_batches(model, processor, "shape", batches, len(shapes), "encode shapes", progress)
     return EncodedSet(codes, embeds, np.asarray(shapes["label"]), np.asarray(shapes["shape_id"]))
 
 

@@ -1,12 +1,12 @@
 """Turning a shape library into codes: batched, on the GPU when there is one, resumable.
 
-A library is a folder of mesh / point files, a list of :class:`ShapeRecord`, or a built
-``datasets.Dataset`` (its ``points`` column, one shape per ``shape_id``). A build writes each
-finished batch to ``.<out>.partial/batch-NNNNNN.npz`` (atomically), so a killed build restarts
-at the first missing batch. The partial folder remembers which model and which list of shapes
-it belongs to and is ignored when either changed. With assets, each shape's mesh file is stored
-as GLB (its point cloud where it has none, said in its ``asset_note``) and meshes without an
-image get a rendered thumbnail (see ``thumbnails.py``).
+:class:`ShapeEncoder` runs a retriever through the one batch encoder
+(:func:`hf_cmah.evaluation.encoding.encode_batch`) and encodes a :class:`~.library.ShapeLibrary`
+batch by batch: each finished batch goes to ``.<out>.partial/batch-NNNNNN.npz`` (atomically), so a
+killed build restarts at the first missing batch. The partial folder remembers which model and
+which list of shapes it belongs to and is ignored when either changed. With assets, each shape's
+mesh file is stored as GLB (its point cloud where it has none, said in its ``asset_note``).
+:func:`~.build.build_index` puts it together.
 """
 
 from __future__ import annotations
@@ -16,57 +16,23 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..codes import pack_codes
 from ..errors import InvalidInputError, MeshLoadError
-from ..geometry import MESH_SUFFIXES, POINT_SUFFIXES, load_points
+from .library import RowReader, ShapeLibrary
 from .storage import ModelFingerprint
 
-# Why a shape's GLB is its point cloud (its `asset_note`); `hf-cmah index build` counts them.
-POINT_FILE_NOTE = "a point file: the GLB holds its points, and it has no surface to render a thumbnail of"
-MESH_NOT_FOUND_NOTE = "mesh file not found: the GLB holds the point cloud"
+if TYPE_CHECKING:
+    from ..data.records import ShapeRecord
+
 # Bump when a batch file's keys change, so that a partial build of an older hf_cmah starts afresh.
 BATCH_FORMAT = 2
-
-
-@dataclass(frozen=True)
-class ShapeRecord:
-    """One library entry: a unique id, the file it comes from, and an optional class label."""
-
-    shape_id: str
-    source: str
-    label: str | None = None
-
-
-# Reads what belongs to records[start:stop] when a library carries it (a built dataset): clouds, images.
-RowReader = Callable[[int, int], list]
-
-
-@dataclass
-class ShapeLibrary:
-    """What a build encodes: one record per shape and, for a built dataset, readers of its clouds and images
-    (without ``read_clouds`` each record's file is read; ``read_images`` gives the thumbnails) and the folder
-    its relative mesh paths start from (``mesh_root``; None: the current folder)."""
-
-    records: list[ShapeRecord]
-    read_clouds: RowReader | None = None
-    read_images: RowReader | None = None
-    mesh_root: Path | None = None
-
-    def mesh_file(self, record: ShapeRecord) -> tuple[Path | None, str | None]:
-        """The record's mesh file on disk, or None and why there is none (its asset note)."""
-        path = Path(record.source)
-        if self.read_clouds is None:  # a file of the library itself, read already
-            return (path, None) if path.suffix.lower() in MESH_SUFFIXES else (None, POINT_FILE_NOTE)
-        path = path if path.is_absolute() else (self.mesh_root or Path()) / path
-        if record.source and path.suffix.lower() in MESH_SUFFIXES and path.is_file():
-            return path, None
-        return None, MESH_NOT_FOUND_NOTE
 
 
 @dataclass
@@ -84,62 +50,6 @@ class EncodedLibrary:
     thumbnails: list[str | None] | None = None
     meshes: list[str | None] | None = None
     asset_notes: list[str | None] | None = None
-
-
-def list_mesh_folder(root: str | Path) -> list[ShapeRecord]:
-    """Every mesh or point file under ``root``, sorted; id = relative path without suffix, label = top folder."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InvalidInputError(f"{root}: the shape library must be a folder of mesh or point files")
-    suffixes = set(MESH_SUFFIXES) | set(POINT_SUFFIXES)
-    records = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in suffixes:
-            relative = path.relative_to(root)
-            label = relative.parts[0] if len(relative.parts) > 1 else None
-            records.append(ShapeRecord(relative.with_suffix("").as_posix(), str(path), label))
-    if not records:
-        raise InvalidInputError(f"{root}: no mesh or point files ({', '.join(sorted(suffixes))}) found")
-    return records
-
-
-def dataset_library(dataset, mesh_root: str | Path | None = None) -> ShapeLibrary:
-    """A built dataset (a row per shape × view) as one record per shape, sorted by id, with readers of its rows.
-
-    Each shape's first row gives its points, its label (a ``ClassLabel`` name; -1 → None), its
-    source (``mesh_path``, else ``source``: the mesh file, relative to ``mesh_root`` unless absolute)
-    and its thumbnail (``thumbnail``, else ``image``: a render).
-    """
-    import datasets
-
-    from ..data.storage import unique_shape_rows
-
-    if isinstance(dataset, datasets.DatasetDict):
-        raise InvalidInputError(
-            f"library: a DatasetDict of splits {sorted(dataset)}; pass one split, e.g. dataset['test']"
-        )
-    missing = {"shape_id", "points"} - set(dataset.column_names)
-    if missing:
-        raise InvalidInputError(
-            f"library: the dataset has no {sorted(missing)} column (columns: {dataset.column_names})"
-        )
-    shapes = dataset.select(unique_shape_rows(dataset))
-    columns = shapes.column_names
-    labels = shapes["label"] if "label" in columns else [None] * len(shapes)
-    label_feature = shapes.features.get("label")
-    if isinstance(label_feature, datasets.ClassLabel):
-        labels = [label_feature.int2str(label) if label >= 0 else None for label in labels]
-    source_column = next((name for name in ("mesh_path", "source") if name in columns), None)
-    sources = shapes[source_column] if source_column else [""] * len(shapes)
-    records = [ShapeRecord(*fields) for fields in zip(shapes["shape_id"], sources, labels)]
-    clouds = shapes.with_format("numpy", columns=["points"])
-    image_column = next((name for name in ("thumbnail", "image") if name in columns), None)
-    return ShapeLibrary(
-        records,
-        lambda start, stop: list(clouds[start:stop]["points"]),
-        (lambda start, stop: list(shapes[start:stop][image_column])) if image_column else None,
-        Path(mesh_root) if mesh_root is not None else None,
-    )
 
 
 class ShapeEncoder:
@@ -165,22 +75,17 @@ class ShapeEncoder:
 
     def encode_images(self, images: Sequence) -> tuple[np.ndarray, np.ndarray]:
         """Packed codes ``uint8 [B, K/8]`` and float32 embeddings of images (PIL, arrays)."""
-        pixel_values = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
-        return self._run("image", pixel_values)
+        return self._run("image", images)
 
     def encode_shapes(self, shapes: Sequence) -> tuple[np.ndarray, np.ndarray]:
         """Packed codes and float32 embeddings of point clouds ``[N, 3|6]`` or trimesh meshes."""
-        points = self.processor(points=list(shapes), return_tensors="pt")["points"]
-        return self._run("shape", points)
+        return self._run("shape", shapes)
 
-    def _run(self, modality: str, inputs) -> tuple[np.ndarray, np.ndarray]:
-        import torch
+    def _run(self, modality: str, items: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        from ..evaluation.encoding import encode_batch
 
-        from ..modeling.hash_codes import codes_and_embeds
-
-        with torch.inference_mode():
-            codes, embeds = codes_and_embeds(self.model, modality, inputs.to(self.device))
-        return pack_codes(codes), embeds.float().cpu().numpy()
+        codes, embeds = encode_batch(self.model, self.processor, modality, items, self.device)
+        return pack_codes(codes), embeds
 
     def encode_library(
         self,
@@ -217,11 +122,11 @@ class ShapeEncoder:
         clouds, kept, failures = [], [], []
         for record in batch:
             try:
-                clouds.append(load_points(record.source, self.processor.num_points, seed=self.processor.seed))
+                clouds.append(record.load_points(self.processor.num_points, seed=self.processor.seed))
                 kept.append(record.shape_id)
             except MeshLoadError as error:
                 if strict:
-                    raise
+                    raise MeshLoadError(f"--strict: {record.shape_id}: {error}") from error
                 failures.append([record.shape_id, str(error)])
         return clouds, kept, failures
 
@@ -319,95 +224,6 @@ def _collect_batches(records: Sequence[ShapeRecord], work_dir: Path, count: int)
     return EncodedLibrary(kept, np.concatenate(codes), np.concatenate(embeds), failures, *columns)
 
 
-def build_index(
-    model,
-    library,
-    out: str | Path,
-    *,
-    processor=None,
-    device: str | None = None,
-    batch_size: int = 32,
-    with_embeddings: bool = True,
-    with_assets: bool = False,
-    with_thumbnails: bool = True,
-    thumbnail_size: int = 256,
-    blender: str | None = None,
-    mesh_root: str | Path | None = None,
-    strict: bool = False,
-    progress: bool = True,
-):
-    """Encode a library and save a ShapeIndex at ``out``.
-
-    ``library``: a folder of mesh / point files, a list of :class:`ShapeRecord`, or a built
-    ``datasets.Dataset`` (see :func:`dataset_library`; its relative mesh paths start at
-    ``mesh_root``). ``with_assets`` stores in ``out/assets`` (see ``assets.py``) each shape's mesh
-    file as GLB (its point cloud where the file is not found: see the ``asset_note`` column) and a
-    thumbnail PNG: a built dataset's image, else, ``with_thumbnails``, a ``thumbnail_size``-pixel
-    render of the mesh by Blender (``blender``: see ``find_blender``; ConfigError before any work
-    when none is found). A mesh that fails to render keeps its code and GLB and says why in its
-    asset note, unless ``strict``.
-
-    Resumable: finished batches wait in ``.<out>.partial`` beside ``out`` and renders in the
-    hf-cmah cache, and are reused when the same build runs again; the partial folder is removed
-    once the index is saved. Returns ``(index, failures)``, failures being ``(shape_id, message)``
-    of files that could not be read.
-    """
-    from .shape_index import ShapeIndex
-    from .thumbnails import check_renderer
-
-    out = Path(out)
-    if isinstance(library, (str, Path)):
-        library = ShapeLibrary(list_mesh_folder(library))
-    elif hasattr(library, "column_names"):  # a datasets.Dataset / DatasetDict
-        library = dataset_library(library, mesh_root)
-    else:
-        library = ShapeLibrary(list(library))
-    renders = with_assets and with_thumbnails and library.read_images is None
-    if renders and any(library.mesh_file(record)[0] is not None for record in library.records):
-        check_renderer(blender)  # before any encoding, which can take hours
-    encoder = ShapeEncoder(model, processor, device=device, batch_size=batch_size)
-    work_dir = out.parent / f".{out.name}.partial"
-    encoded = encoder.encode_library(library, work_dir, strict=strict, progress=progress, with_assets=with_assets)
-    if renders:
-        _add_rendered_thumbnails(
-            encoded, library, work_dir, size=thumbnail_size, blender=blender, strict=strict, progress=progress
-        )
-    index = ShapeIndex.from_codes(
-        encoded.codes,
-        [record.shape_id for record in encoded.records],
-        encoder.code_bits,
-        labels=[record.label for record in encoded.records],
-        sources=[record.source for record in encoded.records],
-        thumbnails=encoded.thumbnails,
-        meshes=encoded.meshes,
-        asset_notes=encoded.asset_notes,
-        embeddings=encoded.embeddings if with_embeddings else None,
-        fingerprint=encoder.fingerprint,
-    )
-    index.asset_root = work_dir  # the assets are linked from here into `out`
-    index.save(out)
-    shutil.rmtree(work_dir)
-    index.encoder = encoder
-    return index, encoded.failures
-
-
-def _add_rendered_thumbnails(encoded: EncodedLibrary, library: ShapeLibrary, work_dir: Path, **options) -> None:
-    """Render a thumbnail of each kept shape whose mesh file is on disk and stored as its GLB; a failure is noted."""
-    from .thumbnails import render_thumbnails
-
-    rows = {record.shape_id: row for row, record in enumerate(encoded.records)}
-    meshes = {}
-    for record, note in zip(encoded.records, encoded.asset_notes):
-        mesh_file, _ = library.mesh_file(record)
-        if mesh_file is not None and note is None:
-            meshes[record.shape_id] = mesh_file
-    names, notes = render_thumbnails(meshes, work_dir, **options)
-    for shape_id, name in names.items():
-        encoded.thumbnails[rows[shape_id]] = name
-    for shape_id, note in notes.items():
-        encoded.asset_notes[rows[shape_id]] = note
-
-
 def load_retriever(name: str):
     """``(model, processor)`` of a saved retriever (local folder or Hub id), the model in eval mode.
 
@@ -424,13 +240,4 @@ def load_retriever(name: str):
     return model, AutoProcessor.from_pretrained(name)
 
 
-__all__ = [
-    "EncodedLibrary",
-    "ShapeEncoder",
-    "ShapeLibrary",
-    "ShapeRecord",
-    "build_index",
-    "dataset_library",
-    "list_mesh_folder",
-    "load_retriever",
-]
+__all__ = ["EncodedLibrary", "ShapeEncoder", "load_retriever"]

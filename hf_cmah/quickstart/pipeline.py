@@ -13,6 +13,8 @@ from .queries import Query, find_psb, held_out_render, load_query_image, psb_thu
 from .report import plot_search_grid, write_report
 from .steps import Step, StepRunner, run_action, run_cli
 
+# The first line of the package docstring, which `--help` shows (imported from there, it made an import circle).
+DESCRIPTION = "`make quickstart`: the whole path from meshes to a search, with the same commands a user types."
 TRAIN_CONFIG = "tiny-cpu"  # a config the package ships (hf_cmah/training/configs/), found from a wheel too
 TRAIN_BATCH_SIZE = 32  # tiny-cpu's
 VIEWS, RESOLUTION = 4, 128
@@ -21,9 +23,7 @@ EVAL_OUTPUTS = ("results.json", "precision_at_k.png", "tsne_shape_codes.png", "q
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from . import __doc__ as overview
-
-    parser = argparse.ArgumentParser(prog="python -m hf_cmah.quickstart", description=overview.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hf_cmah.quickstart", description=DESCRIPTION)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--per-category", type=int, default=20, help="procedural shapes per category (at least 3)")
     parser.add_argument("--steps", type=int, default=300, help="training steps")

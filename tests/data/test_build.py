@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import trimesh
 
-import hf_cmah.data.build as build_module
+import hf_cmah.data.records as records_module
+from hf_cmah.cli.data import add_commands
 from hf_cmah.data import (
     BuildSettings,
     build_dataset,
@@ -19,7 +20,6 @@ from hf_cmah.data import (
     push_dataset,
     select_views,
 )
-from hf_cmah.cli.data import add_commands
 from hf_cmah.data.records import ImageRecord, ShapeRecord, ShapeSource
 from hf_cmah.errors import InvalidInputError, MeshLoadError
 from hf_cmah.render.launcher import RenderSettings
@@ -69,7 +69,7 @@ def test_second_build_reuses_cached_samples(tmp_path, monkeypatch):
     def no_sampling(*args, **kwargs):
         raise AssertionError("a cached shape was sampled again")
 
-    monkeypatch.setattr(build_module, "sample_points", no_sampling)
+    monkeypatch.setattr(records_module, "sample_points", no_sampling)  # what ShapeRecord.load_points samples with
     second = build_dataset(source, NO_RENDER)
     assert first.dataset["train"]["points"] == second.dataset["train"]["points"]
     changed = BuildSettings(num_points=32, render=RenderSettings(num_views=0), progress=False)

@@ -17,7 +17,7 @@ BLENDER_PYTHON = Path(__file__).resolve().parents[2] / ".venv-blender" / "bin" /
 @pytest.mark.blender
 @pytest.mark.skipif(not BLENDER_PYTHON.is_file(), reason="no .venv-blender: run `make blender-env`")
 def test_cmah_tiny_trains_on_a_rendered_procedural_dataset(tmp_path):
-    from hf_cmah import CMAHConfig, CMAHModel, CMAHProcessor
+    from hf_cmah import CMAHConfig, CMAHForPreTraining, CMAHProcessor
 
     source = collect_source("procedural", None, per_category=1)
     render = RenderSettings(engine="workbench", resolution=64, num_views=2)
@@ -34,7 +34,7 @@ def test_cmah_tiny_trains_on_a_rendered_procedural_dataset(tmp_path):
     inputs = processor(images=list(batch["image"]), points=points)
     assert inputs["pixel_values"].shape == (4, 3, config.image_size, config.image_size)
     torch.manual_seed(0)
-    model = CMAHModel(config)
+    model = CMAHForPreTraining(config)  # the class with the pre-training loss
     output = model(pixel_values=inputs["pixel_values"], points=inputs["points"])
     output.loss.backward()
     assert torch.isfinite(output.loss)

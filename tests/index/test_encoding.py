@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from hf_cmah.errors import InvalidInputError, MeshLoadError
 from hf_cmah.cli import index as index_commands
+from hf_cmah.errors import InvalidInputError, MeshLoadError
 from hf_cmah.index import ShapeIndex, build_index, list_mesh_folder
 from hf_cmah.index.encoding import ShapeEncoder
 
@@ -181,3 +181,17 @@ def test_assets_hold_each_shapes_mesh_and_thumbnail_and_follow_the_index(model, 
     mesh.write_bytes(b"edited")
     with pytest.raises(CorruptIndexError, match="do not match its name"):
         ShapeIndex.load(tmp_path / "shapes").asset_path(index.metadata.column("mesh")[0].as_py())
+
+
+def test_an_index_of_a_fitted_model_finds_each_image_s_shape_and_random_codes_do_not(fitted_retriever, tmp_path):
+    model, processor, dataset = fitted_retriever.model, fitted_retriever.processor, fitted_retriever.dataset
+    index, failures = build_index(model, dataset, tmp_path / "ix", processor=processor, batch_size=5, progress=False)
+    assert not failures and index.shape_ids == sorted(fitted_retriever.shape_ids)
+    found = index.search(images=fitted_retriever.images, k=1).ids
+    assert [ids[0] for ids in found] == fitted_retriever.shape_ids
+
+    codes = np.random.default_rng(0).integers(0, 256, index.codes.shape, dtype=np.uint8)
+    chance = ShapeIndex.from_codes(codes, index.shape_ids, index.code_bits)
+    queries = index.encoder.encode_images(fitted_retriever.images)[0]
+    hits = sum(ids[0] == own for ids, own in zip(chance.search(queries, k=1).ids, fitted_retriever.shape_ids))
+    assert hits <= len(fitted_retriever.shape_ids) // 3

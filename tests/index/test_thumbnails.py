@@ -13,7 +13,7 @@ from PIL import Image
 from hf_cmah.cli import main
 from hf_cmah.errors import ConfigError, MeshLoadError
 from hf_cmah.index import ShapeIndex, build_index, thumbnails
-from hf_cmah.index.encoding import MESH_NOT_FOUND_NOTE, POINT_FILE_NOTE
+from hf_cmah.index.library import MESH_NOT_FOUND_NOTE, POINT_FILE_NOTE
 
 BLENDER_PYTHON = Path(__file__).resolve().parents[2] / ".venv-blender" / "bin" / "python"
 

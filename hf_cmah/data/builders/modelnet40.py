@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import InvalidInputError
+from ...geometry import MESH_SUFFIXES
 from ..records import ShapeRecord, ShapeSource
-from .meshfolder import mesh_files
+from .meshfolder import shape_files
 
 SPLITS = ("train", "test")
 LICENCE = "ModelNet terms: academic research use only (Princeton ModelNet); no redistribution"
@@ -36,7 +37,7 @@ def collect(root: str | Path) -> ShapeSource:
     records = []
     for class_dir in class_dirs:
         for split in SPLITS:
-            for path in sorted(mesh_files(class_dir / split)) if (class_dir / split).is_dir() else []:
+            for path in shape_files(class_dir / split, MESH_SUFFIXES) if (class_dir / split).is_dir() else []:
                 records.append(
                     ShapeRecord(
                         shape_id=path.stem,
