@@ -1,0 +1,87 @@
+"""Train-time image augmentations: seeded, each one does what it says, backgrounds only behind the object."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hf_cmah.data.augmentation import ImageAugmentation, sample_seed
+from hf_cmah.errors import ConfigError
+
+OFF = dict(background_p=0.0, crop_p=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
+OFF.update(grayscale_p=0.0, blur_p=0.0, jpeg_p=0.0)
+
+
+def _render(size: int = 64) -> Image.Image:
+    """A transparent render: an orange square with a blue stripe in the middle, nothing around it."""
+    pixels = np.zeros((size, size, 4), dtype=np.uint8)
+    pixels[16:48, 16:48] = (230, 120, 20, 255)
+    pixels[28:36, 16:48] = (20, 60, 200, 255)
+    return Image.fromarray(pixels, "RGBA")
+
+
+def _array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_the_same_seed_gives_the_same_image_and_another_seed_another():
+    augment = ImageAugmentation()
+    first = [_array(augment(_render(), sample_seed(0, epoch=1, row=row))) for row in range(6)]
+    again = [_array(augment(_render(), sample_seed(0, epoch=1, row=row))) for row in range(6)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again)), "a resumed run sees the same images"
+    assert len({a.tobytes() for a in first}) == 6, "every row draws its own augmentation"
+    assert sample_seed(0, 1, 2) != sample_seed(0, 2, 1) != sample_seed(1, 1, 2)
+
+
+def test_all_off_composites_on_white_and_keeps_the_object():
+    out = _array(ImageAugmentation(**OFF)(_render(), seed=3))
+    assert out.shape == (64, 64, 3)
+    assert (out[:8, :8] == 255).all(), "transparent pixels become white"
+    assert (out[20, 20] == (230, 120, 20)).all() and (out[30, 30] == (20, 60, 200)).all()
+
+
+def test_backgrounds_replace_only_transparent_pixels_and_vary():
+    augment = ImageAugmentation(**{**OFF, "background_p": 1.0, "gradient_p": 0.5})
+    outs = [_array(augment(_render(), seed=seed)) for seed in range(8)]
+    for out in outs:
+        assert (out[20, 20] == (230, 120, 20)).all(), "the object is untouched"
+    corners = {tuple(out[0, 0]) for out in outs}
+    assert len(corners) == 8 and (255, 255, 255) not in corners
+    gradients = [out for out in outs if not (out[:16] == out[0, 0]).all()]
+    assert gradients, "some backgrounds are gradients"
+    opaque = Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8))
+    assert (_array(augment(opaque, seed=1)) == 90).all(), "an image without alpha keeps its own background"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"crop_p": 1.0},
+        {"brightness": 0.5},
+        {"contrast": 0.5},
+        {"saturation": 0.5},
+        {"hue": 0.2},
+        {"blur_p": 1.0},
+        {"jpeg_p": 1.0, "jpeg_quality": (10, 20)},
+    ],
+)
+def test_each_augmentation_changes_the_image(change):
+    plain = _array(ImageAugmentation(**OFF)(_render(), seed=5))
+    changed = _array(ImageAugmentation(**{**OFF, **change})(_render(), seed=5))
+    assert changed.shape == plain.shape
+    assert np.abs(changed - plain).mean() > 0.5, change
+
+
+def test_grayscale_makes_every_channel_equal():
+    out = _array(ImageAugmentation(**{**OFF, "grayscale_p": 1.0})(_render(), seed=0))
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    assert out.std() > 10, "not blank"
+
+
+@pytest.mark.parametrize(
+    "bad", [{"blur_p": 1.5}, {"brightness": 1.0}, {"crop_scale": (0.0, 1.0)}, {"jpeg_quality": (90, 30)}, {"hue": 0.7}]
+)
+def test_bad_settings_name_the_field(bad):
+    with pytest.raises(ConfigError, match=f"augmentation.{next(iter(bad))}"):
+        ImageAugmentation(**bad)
