@@ -6,7 +6,10 @@ Ranking and ties
     so among items at the same distance the one earlier in the database ranks first. The
     evaluation builds its database sorted by shape id, so ties resolve by id, as the
     ShapeIndex does (ARCHITECTURE.md, contract 5). The result is deterministic but, for
-    codes, depends on that order; ``precision_recall_by_radius`` needs no tie rule at all.
+    codes, depends on that order: a collapsed model whose codes are all equal scores whatever
+    the id order happens to give. ``map@all_tie_aware`` (`tie_aware_average_precision`) is the
+    AP expected over every ordering of tied items, which no tie rule can inflate; report it
+    beside ``map@all``. ``precision_recall_by_radius`` needs no tie rule at all.
 
 Class-level metrics (relevant = same label)
     AP@all = (1/R) Σ_i P@i · rel_i over the whole ranking (R = relevant items in the database).
@@ -77,6 +80,43 @@ def average_precision(relevance: np.ndarray, k: int | None = None) -> np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         ap = (precision_at_rank * top).sum(axis=1) / denominator
     return np.where(total_relevant > 0, ap, np.nan)
+
+
+def tie_aware_average_precision(distances: np.ndarray, query_labels, database_labels) -> np.ndarray:
+    """AP@all of each query expected over all orderings of tied distances; NaN where no item is relevant.
+
+    McSherry & Najork (ECIR 2008): a tie group of ``n`` items, ``r`` of them relevant, after ``N_b``
+    items of which ``R_b`` relevant, adds ``(r/n) Σ_{i=N_b+1}^{N_b+n} (R_b + 1 + (i−N_b−1)(r−1)/(n−1)) / i``
+    to Σ P@i·rel_i — each rank ``i`` of the group holds a relevant item with probability r/n, and then
+    the group's ranks before it hold (r−1)/(n−1) relevant items each on average. Exact, no sampling.
+    """
+    distances = np.asarray(distances)
+    query_labels, database_labels = np.asarray(query_labels), np.asarray(database_labels)
+    _check(distances, query_labels, database_labels)
+    queries, size = distances.shape
+    order = np.argsort(distances, axis=1, kind="stable")
+    ranked = np.take_along_axis(distances, order, axis=1)
+    relevant = (database_labels[order] == query_labels[:, None]).astype(np.float64)
+    starts = np.ones((queries, size), dtype=bool)
+    starts[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+    group = np.cumsum(starts, axis=1) - 1 + (np.arange(queries) * size)[:, None]  # (Q, N) flat group ids
+    count = np.bincount(group.ravel(), minlength=queries * size).astype(np.float64)
+    hits = np.bincount(group.ravel(), weights=relevant.ravel(), minlength=queries * size)
+    before = np.zeros(queries * size)  # items ranked before each group
+    before[group[starts]] = np.nonzero(starts.ravel())[0] % size
+    relevant_before = np.zeros(queries * size)
+    relevant_before[group[starts]] = (np.cumsum(relevant, axis=1) - relevant)[starts]
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, size + 1))])
+    used = count > 0
+    n, r, n_b, r_b = count[used], hits[used], before[used], relevant_before[used]
+    spread = harmonic[(n_b + n).astype(int)] - harmonic[n_b.astype(int)]  # Σ 1/i over the group's ranks
+    within = np.divide(r - 1.0, n - 1.0, out=np.zeros_like(n), where=n > 1)
+    contribution = (r / n) * ((r_b + 1.0) * spread + within * (n - (n_b + 1.0) * spread))
+    owner = np.nonzero(used)[0] // size
+    total = np.bincount(owner, weights=contribution, minlength=queries)
+    relevant_count = relevant.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(relevant_count > 0, total / relevant_count, np.nan)
 
 
 def precision_at_k(relevance: np.ndarray, k_values: Sequence[int]) -> np.ndarray:
@@ -156,6 +196,9 @@ def retrieval_metrics(
         return float(values.mean()) if len(values) else float("nan")
 
     results["map@all"] = mean(average_precision(scored))
+    results["map@all_tie_aware"] = mean(
+        tie_aware_average_precision(distances[has_relevant], query_labels[has_relevant], database_labels)
+    )
     for k in map_k:
         results[f"map@{k}"] = mean(average_precision(scored, k))
     curve_k = sorted(set(precision_k) | set(range(1, min(100, distances.shape[1]) + 1)))
@@ -182,4 +225,5 @@ __all__ = [
     "rank_database",
     "ranked_relevance",
     "retrieval_metrics",
+    "tie_aware_average_precision",
 ]
