@@ -114,7 +114,10 @@ def _hamming_results(images: EncodedSet, shapes: EncodedSet, **metric_options) -
     }
 
 
-def summarize(results: dict, keys: tuple[str, ...] = ("map@all", "map@100", "p@10", "acc@1", "acc@10")) -> dict:
+SUMMARY_KEYS = ("map@all", "map@all_tie_aware", "map@100", "p@10", "acc@1", "acc@10")
+
+
+def summarize(results: dict, keys: tuple[str, ...] = SUMMARY_KEYS) -> dict:
     """The scalar headline numbers of `score_retrieval` output, ``{"image_to_shape/map@all": ..., ...}``."""
     return {
         f"{direction}/{key}": metrics[key] for direction, metrics in results.items() for key in keys if key in metrics
@@ -123,6 +126,7 @@ def summarize(results: dict, keys: tuple[str, ...] = ("map@all", "map@100", "p@1
 
 HEADLINE = (
     ("image_to_shape", "map@all", "i→s mAP@all"),
+    ("image_to_shape", "map@all_tie_aware", "i→s mAP@all tie-aware"),
     ("image_to_shape", "p@10", "i→s P@10"),
     ("image_to_shape", "acc@1", "i→s Acc@1"),
     ("image_to_shape", "acc@10", "i→s Acc@10"),
