@@ -27,7 +27,8 @@ def _has_cuda() -> bool:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    # --quiet: a failing run ends with its own one-line error, not the launcher's CalledProcessError traceback.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet"]
     if args.accelerate_config:
         command += ["--config_file", args.accelerate_config]
     elif not _has_cuda():

@@ -292,6 +292,14 @@ def build_prealigned_model_config(model: PreAlignedModelSection, source: str) ->
         raise ConfigError(f"{source}: model.pretrained: {folder}: {error}") from error
 
 
+def _one_line(error: yaml.YAMLError) -> str:
+    """PyYAML's message (problem, then where) without its multi-line snippet of the file."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return " ".join(str(error).split())
+    return f"{getattr(error, 'problem', None) or error} (line {mark.line + 1}, column {mark.column + 1})"
+
+
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     if path in chain:
         raise ConfigError(f"{path}: `extends` loops back to this file")
@@ -300,7 +308,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(error)}") from error
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     parent = data.pop("extends", None)
@@ -319,7 +327,7 @@ def _apply_override(data: dict, override: str, source: str) -> dict:
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: override {override!r}: value is not valid YAML: {error}") from error
+        raise ConfigError(f"{source}: override {override!r}: value is not valid YAML: {_one_line(error)}") from error
     for part in reversed(parts):
         value = {part: value}
     return _merge(data, value)

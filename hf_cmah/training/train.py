@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None, family: str | None = None) -> int:
     """Load the config, check its family (when this entry point is a family's own), run its trainer."""
-    prog = f"train_{family}" if family else "train"
+    prog = f"train_{family}" if family else "hf-cmah train"
     args = parse_args(argv, prog)
     try:
         config = load_training_config(args.config, args.overrides)

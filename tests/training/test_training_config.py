@@ -87,3 +87,43 @@ def test_a_bundled_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch
     assert load_training_config("tiny-cpu.yaml").source == by_name.source
     with pytest.raises(ConfigError, match="no bundled config has that name"):
         load_training_config("tiny-gpu")
+
+
+@pytest.mark.parametrize("name", ["prealigned-psb-infonce", "prealigned-psb-hcl"])
+def test_prealigned_recipes_load_into_their_family_schema(name):
+    from hf_cmah.training.config import PreAlignedTrainingConfig
+
+    config = load_training_config(name)
+    assert isinstance(config, PreAlignedTrainingConfig) and config.family == "prealigned"
+    assert config.training.loss == ("hcl" if name.endswith("hcl") else "infonce")
+    assert config.model_config().shape_config.num_points == 512  # prealigned-tiny
+    assert config.training.max_steps == 390  # 30 epochs of the 427 PSB train pairs in batches of 32
+
+
+def test_the_finetune_recipe_names_the_missing_converted_folder():
+    with pytest.raises(ConfigError, match=r"model.pretrained: converted/openshape-vitg14 is not a save_pretrained"):
+        load_training_config("prealigned-finetune-openshape")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"training": {"loss": "triplet"}}, r"training.loss must be infonce or hcl, got 'triplet'"),
+        ({"training": {"max_steps": -1}}, r"training.max_steps must be >= 0 \(0: evaluate only\)"),
+        ({"training": {"hcl_tau_plus": 1.0}}, r"training.hcl_tau_plus must lie in \[0, 1\)"),
+        ({"training": {"projections_only": 1}}, r"training.projections_only must be of type bool, got 1"),
+        ({"model": {"preset": "prealigned-huge"}}, r"model.preset must be one of \["),
+        ({"model": {"preset": None}}, r"give exactly one of model.preset and model.pretrained, got neither"),
+        ({"model": {"pretrained": "x"}}, r"give exactly one of model.preset and model.pretrained, got both"),
+        (
+            {"model": {"overrides": {"code_bit": 64}}},
+            r"unknown key model.overrides.'code_bit' \(did you mean 'code_bits'",
+        ),
+        ({"model": {"family": "cmah", "preset": "prealigned-tiny"}}, r"model.preset must be one of \['cmah-base'"),
+    ],
+)
+def test_bad_prealigned_values_name_the_key(data, message):
+    base = {"model": {"family": "prealigned", "preset": "prealigned-tiny"}}
+    merged = {**base, **data, "model": {**base["model"], **data.get("model", {})}}
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(merged, source="run.yaml")
