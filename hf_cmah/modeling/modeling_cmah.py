@@ -383,7 +383,8 @@ class CMAHModel(CMAHPreTrainedModel):
     `get_image_embeds` / `get_shape_embeds` (L2-normalised tanh codes, float ``[B, K]``).
     """
 
-    def __init__(self, config: CMAHConfig):
+    def __init__(self, config: CMAHConfig, defer_init: bool = False):
+        """``defer_init``: leave the weights to the enclosing model's initialisation (`CMAHForPreTraining`)."""
         super().__init__(config)
         self.image_embeddings = CMAHImageEmbeddings(config)
         self.image_encoder = CMAHEncoder(config, config.image_num_hidden_layers)
@@ -391,7 +392,19 @@ class CMAHModel(CMAHPreTrainedModel):
         self.point_embeddings = CMAHPointEmbeddings(config)
         self.point_encoder = CMAHEncoder(config, config.point_num_hidden_layers)
         self.point_hash_head = CMAHHashHead(config)
+        self._defer_init = defer_init
         self.post_init()
+
+    def init_weights(self) -> None:
+        """transformers' initialisation, unless the enclosing `CMAHForPreTraining` does it.
+
+        That model initialises every weight once, after all its modules exist and in module order: the
+        order of the single class before the split, so a seed gives the same weights as it did then.
+        """
+        if self._defer_init:
+            self._defer_init = False  # once: a later call initialises as usual
+            return
+        super().init_weights()
 
     def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
         """A checkpoint of `CMAHForPreTraining` also holds its fusion block and decoders: dropped with one line
@@ -492,7 +505,7 @@ class CMAHForPreTraining(CMAHPreTrainedModel):
 
     def __init__(self, config: CMAHConfig):
         super().__init__(config)
-        self.cmah = CMAHModel(config)
+        self.cmah = CMAHModel(config, defer_init=True)  # initialised below by post_init, with the head
         decoder_width = config.decoder_hidden_size
         self.image_decoder_embed = nn.Linear(config.hidden_size, decoder_width)
         self.point_decoder_embed = nn.Linear(config.hidden_size, decoder_width)
