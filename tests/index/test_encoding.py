@@ -9,15 +9,33 @@ import pytest
 import trimesh
 
 from hf_cmah.cli import index as index_commands
+from hf_cmah.data import collect_source
+from hf_cmah.data.builders.meshfolder import collect
+from hf_cmah.data.records import ShapeRecord
 from hf_cmah.errors import InvalidInputError, MeshLoadError
 from hf_cmah.index import ShapeIndex, build_index, list_mesh_folder
+from hf_cmah.index import ShapeRecord as OldShapeRecord
 from hf_cmah.index.encoding import ShapeEncoder
 
 
-def test_mesh_folder_listing(library):
-    records = list_mesh_folder(library)
+def test_the_old_names_warn_and_give_the_one_record_type(library):
+    with pytest.warns(FutureWarning, match="meshfolder.collect"):
+        records = list_mesh_folder(library)
+    assert records == collect(library).records
     assert [record.shape_id for record in records][:2] == ["chair/box", "chair/tall"]
     assert {record.label for record in records} == {"chair", "lamp", "table"}
+    with pytest.warns(FutureWarning, match="hf_cmah.data.records.ShapeRecord"):
+        old = OldShapeRecord("lamp/ball", str(library / "lamp" / "ball.obj"), "lamp")
+    assert isinstance(old, ShapeRecord) and old.mesh_path == library / "lamp" / "ball.obj"
+    assert old.source == str(library / "lamp" / "ball.obj")
+
+
+def test_records_of_any_builder_index_with_the_one_loader(model, tmp_path):
+    records = collect_source("procedural", None, per_category=1).records[:3]  # meshes made in memory
+    index, failures = build_index(model, records, tmp_path / "index", progress=False)
+    assert not failures and index.shape_ids == sorted(record.shape_id for record in records)
+    points = records[0].load_points(index.encoder.processor.num_points, seed=index.encoder.processor.seed)
+    assert index.search(shapes=[points], k=1).ids[0] == [records[0].shape_id]
 
 
 def test_build_skips_bad_files_and_finds_each_shape(model, library, tmp_path):
