@@ -90,7 +90,7 @@ def _train(dataset_dir: Path, train_dir: Path, steps: int, seed: int) -> None:
     """Train, or resume the checkpoints a killed run of the same settings left."""
     from ..data import load_built_dataset
     from ..data.storage import unique_shape_rows
-    from ..training.train_cmah import latest_checkpoint
+    from ..training.checkpoints import latest_checkpoint
 
     # The config's batch of 32 pairs, or the whole train split when it has fewer shapes (a small --per-category).
     batch_size = min(TRAIN_BATCH_SIZE, len(unique_shape_rows(load_built_dataset(dataset_dir)["train"])))
