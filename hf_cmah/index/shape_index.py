@@ -215,7 +215,7 @@ class ShapeIndex:
             raise IncompatibleIndexError(
                 f"model: emits {code_bits}-bit codes, the index holds {self.code_bits}-bit codes"
             )
-        self.fingerprint.check_matches(ModelFingerprint.of(model), "model")
+        self.fingerprint.check_matches(ModelFingerprint.of(model), "model", model)
         self.encoder = ShapeEncoder(model, processor, device=device, batch_size=batch_size)
 
     # ------------------------------------------------------------------ searching

@@ -68,8 +68,12 @@ class ModelFingerprint:
         model_id = getattr(config, "_name_or_path", None) or None
         return cls(model_id, getattr(config, "_commit_hash", None), digest, weights_hash(model))
 
-    def check_matches(self, other: ModelFingerprint, where: str) -> None:
-        """Raise IncompatibleIndexError naming the field that differs (fields unknown on either side are skipped)."""
+    def check_matches(self, other: ModelFingerprint, where: str, model=None) -> None:
+        """Raise IncompatibleIndexError naming the field that differs (fields unknown on either side are skipped).
+
+        ``model``, the one ``other`` fingerprints, lets an index built before CMAHModel was split from its
+        pre-training head match the file it was built from (`checkpoint_weights_hash`).
+        """
         if self.config_hash and other.config_hash and self.config_hash != other.config_hash:
             raise IncompatibleIndexError(
                 f"{where}: the index was built by a model with config hash {self.config_hash[:12]}… "
@@ -86,6 +90,8 @@ class ModelFingerprint:
                 stacklevel=3,
             )
             return
+        if model is not None and checkpoint_weights_hash(model) == self.weights_hash:
+            return
         raise IncompatibleIndexError(
             f"{where}: same config, but the index was built by weights with hash {built_digest[:12]}… "
             f"({self.model_id or 'unnamed'}) and this model's weights hash to {model_digest[:12]}… "
@@ -100,9 +106,51 @@ def weights_hash(model) -> str | None:
     """
     if not hasattr(model, "state_dict"):
         return None
+    return _state_hash(model.state_dict())
+
+
+def checkpoint_weights_hash(model) -> str | None:
+    """`weights_hash` over every tensor of the safetensors file ``model`` was loaded from, when that file holds
+    more than the model; None otherwise (no such file on disk or in the Hub cache, or nothing more in it).
+
+    A folder saved by CMAH training holds the pre-training head beside the encoders. Before CMAHModel was
+    split from CMAHForPreTraining, the model loaded from it held the head too, so the indexes built then
+    hashed it: this is that hash, and it lets those indexes take the model loaded from the same folder.
+    """
+    path = _checkpoint_file(model)
+    if path is None or not hasattr(model, "state_dict"):
+        return None
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as handle:
+        if len(list(handle.keys())) <= len(model.state_dict()):
+            return None
+    return _state_hash(load_file(str(path)))
+
+
+def _checkpoint_file(model) -> Path | None:
+    """The single ``model.safetensors`` of the folder or Hub id (at the loaded commit) in ``model.config``."""
+    name = str(getattr(model.config, "_name_or_path", "") or "")
+    if not name:
+        return None
+    if Path(name).is_dir():
+        path = Path(name) / "model.safetensors"
+        return path if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(name, "model.safetensors", revision=getattr(model.config, "_commit_hash", None))
+    except HFValidationError:  # neither a folder nor a Hub id: nothing to read
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _state_hash(state: dict) -> str:
+    """``DTYPE:SHA256`` over the tensors of a state dict, by sorted name."""
     import torch  # here, so that reading an index folder does not import torch
 
-    state = model.state_dict()
     digest = hashlib.sha256()
     float_dtypes = set()
     for name in sorted(state):
