@@ -123,20 +123,28 @@ def normalize_mesh(
     ``up_axis="z"`` rotates z-up data (ShapeNet exports, CAD) into the y-up frame.
     Faces touching stray vertices (see ``OUTLIER_FACTOR``) are removed first so that one
     glitch does not shrink the real shape to a dot; ``outlier_factor=None`` keeps them.
+    The copy's ``metadata["to_normalized"]`` is the 4×4 that took the file's coordinates there,
+    so the asset file itself can be placed on the normalised shape (the renderer does).
     """
     if up_axis not in UP_AXES:
         raise InvalidInputError(f"up_axis: expected one of {UP_AXES}, got {up_axis!r}")
     mesh = mesh.copy()
     if outlier_factor is not None:
         _drop_stray_faces(mesh, outlier_factor)
+    to_normalized = np.eye(4)
     if up_axis == "z":
         # (x, y, z) -> (x, z, -y): a -90° turn about x, keeps the frame right-handed.
-        mesh.apply_transform(trimesh.transformations.rotation_matrix(-np.pi / 2, [1.0, 0.0, 0.0]))
+        to_normalized = trimesh.transformations.rotation_matrix(-np.pi / 2, [1.0, 0.0, 0.0])
+        mesh.apply_transform(to_normalized)
     # Area-weighted surface centroid: does not depend on how densely each part is tessellated.
-    mesh.apply_translation(-_surface_centroid(mesh))
+    centroid = _surface_centroid(mesh)
+    mesh.apply_translation(-centroid)
+    to_normalized = trimesh.transformations.translation_matrix(-centroid) @ to_normalized
     radius = np.linalg.norm(mesh.vertices[np.unique(mesh.faces)], axis=1).max()
     if radius > 0:
         mesh.apply_scale(1.0 / radius)
+        to_normalized = np.diag([1.0 / radius] * 3 + [1.0]) @ to_normalized
+    mesh.metadata["to_normalized"] = to_normalized
     return mesh
 
 

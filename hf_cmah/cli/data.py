@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-ENGINE_CHOICES = ("cycles", "workbench")
+ENGINE_CHOICES = ("cycles", "workbench", "mixed")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +36,7 @@ def _add_build(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--jitter", type=float, default=0.0, help="random ± degrees added to azimuth and elevation")
     build.add_argument("--fov", type=float, default=40.0, help="camera field of view, degrees")
     build.add_argument("--background", default="white", help="'white', 'transparent' (RGBA) or R,G,B")
+    _add_domain_randomisation(build)
     build.add_argument("--device", choices=("auto", "cpu"), default="auto", help="Cycles: GPU when present")
     build.add_argument("--blender", default=None, help="Blender executable or Python with bpy")
     build.add_argument("--batch-size", type=int, default=64, help="meshes per Blender process")
@@ -48,6 +49,29 @@ def _add_build(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--meshes", default=None, help="shapenet55: ShapeNetCore folder to render views from")
     build.add_argument("--per-category", type=int, default=None, help="procedural: shapes per category")
     build.set_defaults(handler=_build)
+
+
+def _add_domain_randomisation(build: argparse.ArgumentParser) -> None:
+    """Options that make the renders look less alike (docs/DATA.md#domain-randomisation), all seeded per view."""
+    group = build.add_argument_group("domain randomisation (seeded per view, recorded in each row's view)")
+    group.add_argument(
+        "--lighting",
+        default="studio",
+        help="studio, side, sun_sky, soft_box, low_key, or random (one preset drawn per view)",
+    )
+    group.add_argument(
+        "--light-jitter", type=float, default=0.0, help="± degrees the light rig turns about the up axis"
+    )
+    group.add_argument("--fov-jitter", type=float, default=0.0, help="± degrees added to the field of view")
+    group.add_argument("--distance-jitter", type=float, default=0.0, help="up to this share farther than framed")
+    group.add_argument("--roll-jitter", type=float, default=0.0, help="± degrees of camera roll")
+    group.add_argument("--cycles-fraction", type=float, default=0.5, help="--engine mixed: share of Cycles views")
+    group.add_argument(
+        "--materials",
+        choices=("auto", "vertex"),
+        default="auto",
+        help="auto: render OBJ+MTL / glTF / GLB files with their own materials; vertex: always the plain mesh",
+    )
 
 
 def _background(text: str) -> tuple[int, int, int] | None:
@@ -86,6 +110,13 @@ def _build(args: argparse.Namespace) -> int:
         fov_deg=args.fov,
         seed=args.seed,
         device=args.device,
+        lighting=args.lighting,
+        light_rotation_jitter_deg=args.light_jitter,
+        fov_jitter_deg=args.fov_jitter,
+        distance_jitter=args.distance_jitter,
+        roll_jitter_deg=args.roll_jitter,
+        cycles_fraction=args.cycles_fraction,
+        materials=args.materials,
     )
     settings = BuildSettings(
         num_points=args.points,

@@ -20,7 +20,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError, MeshLoadError
-from ..render.launcher import RenderItem, RenderSettings, render_batches
+from ..render.launcher import (
+    LATER_FIELD_DEFAULTS,
+    RenderItem,
+    RenderSettings,
+    render_batches,
+    render_source,
+    shows_own_materials,
+)
 from .cache import cache_root, file_digest, settings_digest
 from .features import empty_view, shape_features
 from .records import Failure, ShapeRecord, ShapeSource
@@ -120,9 +127,14 @@ def mesh_file_key(path: Path) -> str:
     return f"{file_digest(path)}{path.suffix.lower()}"
 
 
-def render_cache_dir(key: str, render: RenderSettings, up_axis: str = "y") -> Path:
-    """Where the views of the shape ``key`` rendered with ``render`` are cached; ``cameras.json`` marks them done."""
-    return cache_root() / "renders" / f"{key}-{settings_digest([GEOMETRY_VERSION, render.fingerprint(), up_axis])}"
+def render_cache_dir(key: str, render: RenderSettings, up_axis: str = "y", own_materials: bool = False) -> Path:
+    """Where the views of the shape ``key`` rendered with ``render`` are cached; ``cameras.json`` marks them done.
+
+    ``own_materials``: the asset file itself is rendered, with its materials (`shows_own_materials`),
+    which looks different from the plain mesh the cache held before, so it keys its own entry.
+    """
+    parts = [GEOMETRY_VERSION, render.fingerprint(), up_axis] + (["own-materials"] if own_materials else [])
+    return cache_root() / "renders" / f"{key}-{settings_digest(parts)}"
 
 
 def _prepare(record: ShapeRecord, settings: BuildSettings, mesh_file: Path) -> tuple[_Prepared, RenderItem | None]:
@@ -131,8 +143,9 @@ def _prepare(record: ShapeRecord, settings: BuildSettings, mesh_file: Path) -> t
     points_settings = [GEOMETRY_VERSION, settings.num_points, settings.seed, settings.with_colors, record.up_axis]
     points_file = cache_root() / "points" / f"{key}-{settings_digest(points_settings)}.npy"
     render_dir = None
+    own_materials = shows_own_materials(record.mesh_path, settings.render)
     if record.renderable and settings.render.num_views > 0:
-        render_dir = render_cache_dir(key, settings.render, record.up_axis)
+        render_dir = render_cache_dir(key, settings.render, record.up_axis, own_materials)
     needs_render = render_dir is not None and not (render_dir / "cameras.json").is_file()
     if points_file.is_file() and not needs_render:
         return _Prepared(record, points_file, render_dir), None
@@ -143,7 +156,8 @@ def _prepare(record: ShapeRecord, settings: BuildSettings, mesh_file: Path) -> t
     if not needs_render:
         return _Prepared(record, points_file, render_dir), None
     write_render_mesh(mesh, mesh_file)
-    item = RenderItem(record.shape_id, mesh_file, render_dir, settings.render.views_for(key))
+    source = render_source(record.mesh_path, mesh.metadata["to_normalized"], settings.render) if own_materials else None
+    item = RenderItem(record.shape_id, mesh_file, render_dir, settings.render.views_for(key), source)
     return _Prepared(record, points_file, render_dir), item
 
 
@@ -220,7 +234,7 @@ def _rows(entry: _Prepared, source: ShapeSource, settings: BuildSettings, with_t
     thumbnail = _file_image(record.thumbnail) if record.thumbnail is not None else None
     if with_thumbnail:
         base["thumbnail"] = thumbnail
-    images = _render_images(entry.render_dir, settings.background) if entry.render_dir else []
+    images = _render_images(entry.render_dir, settings.background, settings.render.engine) if entry.render_dir else []
     images += [(_file_image(image.path), {**empty_view(image.kind), **(image.view or {})}) for image in record.images]
     if not images:
         images = [(thumbnail, empty_view("thumbnail" if thumbnail else "none"))]
@@ -234,7 +248,8 @@ def _file_image(path: Path) -> dict:
     return {"bytes": path.read_bytes(), "path": path.name}
 
 
-def _render_images(render_dir: Path, background: tuple[int, int, int] | None) -> list[tuple[dict, dict]]:
+def _render_images(render_dir: Path, background: tuple[int, int, int] | None, engine: str) -> list[tuple[dict, dict]]:
+    """A shape's cached renders with their views; ``engine`` for renders cached before views named theirs."""
     cameras = json.loads((render_dir / "cameras.json").read_text())["views"]
     images = []
     for camera in cameras:
@@ -247,6 +262,12 @@ def _render_images(render_dir: Path, background: tuple[int, int, int] | None) ->
             "distance": camera["distance"],
             "fov_deg": camera["fov_deg"],
             "cam_to_world": np.asarray(camera["cam_to_world"], dtype=np.float32).ravel().tolist(),
+            # Renders cached before these were recorded were all plain meshes, studio-lit, upright.
+            "roll": camera.get("roll", 0.0),
+            "engine": camera.get("engine", engine),
+            "lighting": camera.get("lighting", "studio"),
+            "light_rotation": camera.get("light_rotation", 0.0),
+            "look": camera.get("look", "vertex_colors"),
         }
         images.append((composite_render(path, background), view))
     return images
@@ -277,8 +298,9 @@ def build_to_folder(
 ) -> tuple[Path, BuildResult]:
     """Build ``source`` (its first ``limit`` shapes per split, if given) and write it to ``out``.
 
-    The default folder, ``<cache>/datasets/<source>-<views>v-<points>p-<engine>-<resolution>px``,
-    names the settings that matter, so builds with different settings sit side by side.
+    The default folder, ``<cache>/datasets/<source>-<views>v-<points>p-<engine>-<resolution>px``
+    (``-random-<digest>`` added when any domain-randomisation field is set), names the settings that
+    matter, so builds with different settings sit side by side.
     """
     if limit is not None:
         kept: dict[str, int] = {}
@@ -291,6 +313,9 @@ def build_to_folder(
     result = build_dataset(source, settings)
     render = settings.render
     name = f"{source.name}-{render.num_views}v-{settings.num_points}p-{render.engine}-{render.resolution}px"
+    randomised = {key: value for key, value in render.fingerprint().items() if key in LATER_FIELD_DEFAULTS}
+    if randomised or render.materials != "auto":
+        name += f"-random-{settings_digest([randomised, render.materials])[:8]}"
     folder = Path(out) if out else cache_root() / "datasets" / (name + (f"-limit{limit}" if limit else ""))
     folder.parent.mkdir(parents=True, exist_ok=True)
     write_dataset(result.dataset, folder, source, settings_summary(settings), result.failures)

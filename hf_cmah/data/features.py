@@ -23,6 +23,14 @@ CAMERA = {
     # 4×4 camera-to-world matrix, row-major, in the y-up frame of the normalised shape
     # (OpenGL convention: the camera looks down its -z); NaN where unknown.
     "cam_to_world": datasets.Sequence(datasets.Value("float32"), length=16),
+    # How a render was made (hf_cmah.render): roll about the viewing axis in degrees, the engine
+    # (cycles / workbench), the lighting preset and its turn about the vertical, and the look —
+    # ``importer:obj|gltf`` (the asset with its own materials) or ``vertex_colors`` (the plain mesh).
+    "roll": datasets.Value("float32"),
+    "engine": datasets.Value("string"),
+    "lighting": datasets.Value("string"),
+    "light_rotation": datasets.Value("float32"),
+    "look": datasets.Value("string"),
 }
 
 
@@ -55,6 +63,11 @@ def empty_view(kind: str = "none") -> dict:
         "distance": nan,
         "fov_deg": nan,
         "cam_to_world": [nan] * 16,
+        "roll": nan,
+        "engine": "",
+        "lighting": "",
+        "light_rotation": nan,
+        "look": "",
     }
 
 

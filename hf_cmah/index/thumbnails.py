@@ -14,7 +14,14 @@ from pathlib import Path
 
 from ..errors import ConfigError, MeshLoadError
 from ..geometry import load_mesh, normalize_mesh
-from ..render.launcher import RenderItem, RenderSettings, find_blender, render_batches
+from ..render.launcher import (
+    RenderItem,
+    RenderSettings,
+    find_blender,
+    render_batches,
+    render_source,
+    shows_own_materials,
+)
 from .assets import store_asset
 
 THUMBNAIL_SETTINGS = RenderSettings(
@@ -58,7 +65,8 @@ def render_thumbnails(
         items = []
         for number, (shape_id, path) in enumerate(meshes.items()):
             key = mesh_file_key(path)
-            views[shape_id] = render_cache_dir(key, settings)
+            own_materials = shows_own_materials(path, settings)  # the asset's own colours and textures
+            views[shape_id] = render_cache_dir(key, settings, own_materials=own_materials)
             if (views[shape_id] / "cameras.json").is_file():
                 continue
             try:
@@ -69,9 +77,9 @@ def render_thumbnails(
                 notes[shape_id] = f"no thumbnail: {error}"
                 continue
             write_render_mesh(mesh, Path(workdir) / f"{number}.npz")  # y-up, as the renderer takes it
-            items.append(
-                RenderItem(shape_id, Path(workdir) / f"{number}.npz", views[shape_id], settings.views_for(key))
-            )
+            source = render_source(path, mesh.metadata["to_normalized"], settings) if own_materials else None
+            npz = Path(workdir) / f"{number}.npz"
+            items.append(RenderItem(shape_id, npz, views[shape_id], settings.views_for(key), source))
         bar = tqdm(total=len(items), desc="thumbnails", unit="shape", disable=not (progress and items))
 
         def on_done(shape_id: str, error: str | None) -> None:

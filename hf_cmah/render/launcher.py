@@ -144,20 +144,32 @@ LATER_FIELD_DEFAULTS = {
 }
 
 
-def render_source(path: str | Path, to_normalized, settings: RenderSettings) -> dict | None:
-    """The renderer's ``source`` for an asset file whose own materials it can import, else None.
+def shows_own_materials(path: str | Path | None, settings: RenderSettings) -> bool:
+    """Whether the renderer imports ``path`` itself (with its materials) rather than the plain mesh.
 
     OBJ counts when it names a material library that exists beside it (otherwise Blender would show
     the same grey as the plain mesh); glTF / GLB always (PBR materials, often embedded textures).
-    ``to_normalized`` is the 4×4 of `hf_cmah.geometry.normalization` that took the file to the
-    normalised y-up frame of the mesh the views are framed on.
     """
-    path = Path(path)
-    kind = IMPORTED_FORMATS.get(path.suffix.lower())
-    if settings.materials != "auto" or kind is None or (kind == "obj" and not _material_libraries(path)):
+    if path is None or settings.materials != "auto":
+        return False
+    kind = IMPORTED_FORMATS.get(Path(path).suffix.lower())
+    return kind is not None and (kind != "obj" or bool(_material_libraries(Path(path))))
+
+
+def render_source(path: str | Path | None, to_normalized, settings: RenderSettings) -> dict | None:
+    """The renderer's ``source`` for an asset file it shows with its own materials, else None.
+
+    ``to_normalized`` is the 4×4 that took the file to the normalised y-up frame of the mesh the
+    views are framed on (``metadata["to_normalized"]`` of `hf_cmah.geometry.normalize_mesh`).
+    """
+    if not shows_own_materials(path, settings):
         return None
     matrix = [[float(value) for value in row] for row in to_normalized]
-    return {"path": str(path.resolve()), "format": kind, "to_normalized": matrix}
+    return {
+        "path": str(Path(path).resolve()),
+        "format": IMPORTED_FORMATS[Path(path).suffix.lower()],
+        "to_normalized": matrix,
+    }
 
 
 def _material_libraries(obj_path: Path) -> list[Path]:
@@ -298,4 +310,5 @@ __all__ = [
     "find_blender",
     "render_batches",
     "render_source",
+    "shows_own_materials",
 ]
