@@ -44,7 +44,7 @@ def _convert_ulip2(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers) -> None:
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     convert = subparsers.add_parser("convert", help="convert OpenShape / ULIP-2 checkpoints to hf-cmah models")
     targets = convert.add_subparsers(dest="source", required=True, metavar="SOURCE")
     openshape = targets.add_parser("openshape", help="an OpenShape PPAT checkpoint (G/14, L/14, B/32)")

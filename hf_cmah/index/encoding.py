@@ -97,7 +97,7 @@ class ShapeEncoder:
     ) -> EncodedLibrary:
         """Encode every record; finished batches in ``work_dir`` are reused. ``with_assets`` also writes each
         shape's mesh (GLB: the mesh file, else the point cloud) and thumbnail (PNG, when the library has images)
-        into ``work_dir/assets``; thumbnails of the others are rendered afterwards (:func:`build_index`)."""
+        into ``work_dir/assets``; thumbnails of the others are rendered afterwards (:func:`~.build.build_index`)."""
         from tqdm.auto import tqdm
 
         records, read_clouds = library.records, library.read_clouds
