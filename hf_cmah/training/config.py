@@ -25,6 +25,7 @@ from typing import ClassVar
 
 import yaml
 
+from ..data.augmentation import ImageAugmentation
 from ..errors import ConfigError
 from ..modeling import CMAH_PRESETS, PREALIGNED_PRESETS, CMAHConfig, PreAlignedShapeConfig
 
@@ -68,6 +69,10 @@ class DataSection:
     # The train split's processed tensors (pixel_values, points) are made once and kept in memory
     # when they fit in this many GiB, so no batch waits on PNG decoding; 0 decodes every batch.
     cache_gib: float = field(default=2.0, metadata=_check(_non_negative, "be >= 0"))
+    # Train-time image augmentation (hf_cmah.data.augmentation.ImageAugmentation): off unless true;
+    # `augmentation` overrides its defaults, e.g. {background_p: 0.5, crop_scale: [0.5, 1.0]}.
+    augment: bool = False
+    augmentation: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,10 @@ class TrainingConfig:
     def model_config(self) -> CMAHConfig:
         """The `CMAHConfig` this run trains (preset + code_bits + overrides)."""
         return build_model_config(self.model, self.source)
+
+    def image_augmentation(self) -> ImageAugmentation | None:
+        """The train-time image augmentation of ``data.augment`` / ``data.augmentation``, or None when off."""
+        return build_augmentation(self.data, self.source)
 
     def to_dict(self) -> dict:
         """Plain values of the four sections (logged as hyper-parameters and saved beside the model)."""
@@ -253,6 +262,24 @@ def _build_section(cls: type, values: dict, name: str, source: str):
         if check is not None and not check(value):
             raise ConfigError(f"{source}: {name}.{key} must {fields[key].metadata['requirement']}, got {value!r}")
     return cls(**{key: float(v) if hints[key] is float else v for key, v in values.items()})
+
+
+def build_augmentation(data: DataSection, source: str) -> ImageAugmentation | None:
+    """``data.augmentation``'s keys checked against `ImageAugmentation` (lists become its range tuples)."""
+    if data.augmentation and not data.augment:
+        raise ConfigError(f"{source}: data.augmentation is set but data.augment is false; set data.augment: true")
+    if not data.augment:
+        return None
+    fields = {item.name: item for item in dataclasses.fields(ImageAugmentation)}
+    values = {}
+    for key, value in data.augmentation.items():
+        if key not in fields:
+            raise _unknown_key(source, "data.augmentation.", key, fields)
+        values[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        return ImageAugmentation(**values)
+    except (ConfigError, TypeError) as error:
+        raise ConfigError(f"{source}: data.{error}") from error
 
 
 def build_model_config(model: ModelSection, source: str) -> CMAHConfig:
@@ -353,6 +380,7 @@ def config_from_dict(data: dict, source: str = "<dict>") -> TrainingConfig:
     }
     config = config_class(**sections, source=source)
     config.model_config()  # the model section is only valid if the model's config class accepts it
+    config.image_augmentation()
     return config
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data import group_views, load_built_dataset, select_view_rows
+from ..data.augmentation import ImageAugmentation, sample_seed
 from ..errors import ConfigError
 from ..evaluation.retrieval import image_rows
 from ..processing_cmah import CMAHProcessor
@@ -20,28 +22,53 @@ class EpochViews(torch.utils.data.Dataset):
 
     When the split's processed tensors fit in ``cache_gib``, every row goes through the processor
     once here (it is deterministic per image and per cloud) and batches are slices of those
-    tensors; otherwise each batch is decoded and processed as it is drawn.
+    tensors; otherwise each batch is decoded and processed as it is drawn. With an
+    ``augmentation``, the points are cached the same way and the images are kept decoded at twice
+    the model's size; each one is augmented as it is drawn, seeded by (seed, epoch, row), so every
+    epoch sees new images and a resumed run the same ones.
     """
 
-    def __init__(self, split, image_column: str, seed: int, processor: CMAHProcessor, cache_gib: float):
+    def __init__(
+        self,
+        split,
+        image_column: str,
+        seed: int,
+        processor: CMAHProcessor,
+        cache_gib: float,
+        augmentation: ImageAugmentation | None = None,
+    ):
         self.split = split.select_columns([image_column, "points"]).with_format(
             "numpy", columns=["points"], output_all_columns=True
         )
         self.image_column = image_column
         self.processor = processor
         self.seed = seed
+        self.augmentation = augmentation
         self.views = group_views(split)
         self.cache = self._preprocess_all() if cache_size_gib(len(split), processor) <= cache_gib else None
         self.set_epoch(0)
 
-    def _preprocess_all(self, chunk: int = 256) -> dict[str, torch.Tensor]:
-        parts = []
+    def _preprocess_all(self, chunk: int = 256) -> dict[str, torch.Tensor | list]:
+        parts, images = [], []
         for start in tqdm(range(0, len(self.split), chunk), desc="processing the train split once", leave=False):
             rows = self.split[start : start + chunk]
-            parts.append(self.processor(images=rows[self.image_column], points=rows["points"], return_tensors="pt"))
-        return {key: torch.cat([part[key] for part in parts]) for key in ("pixel_values", "points")}
+            if self.augmentation is None:
+                parts.append(self.processor(images=rows[self.image_column], points=rows["points"]))
+            else:
+                parts.append(self.processor(points=rows["points"]))
+                images += [self._working_copy(image) for image in rows[self.image_column]]
+        cache = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+        return cache if self.augmentation is None else {**cache, "images": images}
+
+    def _working_copy(self, image: Image.Image) -> Image.Image:
+        """The decoded image at twice the model's size (alpha kept): what augmentation starts from."""
+        side = 2 * self.processor.image_size
+        image = image.convert("RGBA") if image.mode in ("RGBA", "LA", "PA") else image.convert("RGB")
+        image.thumbnail((side, side), Image.Resampling.LANCZOS)
+        return image
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         self.rows = select_view_rows(self.views, epoch=epoch, seed=self.seed)
 
     def __len__(self) -> int:
@@ -49,17 +76,27 @@ class EpochViews(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
-        if self.cache is not None:
-            return {key: tensor[row] for key, tensor in self.cache.items()}
-        item = self.split[row]
-        return {"image": item[self.image_column], "points": item["points"]}
+        if self.cache is None:
+            item = self.split[row]
+            image = item[self.image_column]
+            if self.augmentation is not None:
+                image = self.augmentation(self._working_copy(image), sample_seed(self.seed, self.epoch, row))
+            return {"image": image, "points": item["points"]}
+        if self.augmentation is None:
+            return {"pixel_values": self.cache["pixel_values"][row], "points": self.cache["points"][row]}
+        image = self.augmentation(self.cache["images"][row], sample_seed(self.seed, self.epoch, row))
+        return {"image": image, "points": self.cache["points"][row]}
 
     def collate(self, items: list[dict]) -> dict:
-        if self.cache is not None:
-            return {key: torch.stack([item[key] for item in items]) for key in ("pixel_values", "points")}
-        return self.processor(
-            images=[item["image"] for item in items], points=[item["points"] for item in items], return_tensors="pt"
-        )
+        if self.cache is None:
+            images, points = [item["image"] for item in items], [item["points"] for item in items]
+            return self.processor(images=images, points=points, return_tensors="pt")
+        batch = {"points": torch.stack([item["points"] for item in items])}
+        if self.augmentation is None:
+            batch["pixel_values"] = torch.stack([item["pixel_values"] for item in items])
+        else:
+            batch["pixel_values"] = self.processor(images=[item["image"] for item in items])["pixel_values"]
+        return batch
 
 
 def cache_size_gib(rows: int, processor: CMAHProcessor) -> float:
@@ -75,7 +112,8 @@ def load_pairs(config, processor: CMAHProcessor):
         if split not in dataset_dict:
             raise ConfigError(f"{config.dataset_path}: no split {split!r}; it has {sorted(dataset_dict)}")
     train_split, image_column = image_rows(dataset_dict[config.data.train_split], config.data.image_kind)
-    pairs = EpochViews(train_split, image_column, config.training.seed, processor, config.data.cache_gib)
+    augmentation = config.image_augmentation()
+    pairs = EpochViews(train_split, image_column, config.training.seed, processor, config.data.cache_gib, augmentation)
     if len(pairs) < config.training.batch_size:
         raise ConfigError(
             f"{config.dataset_path}: split {config.data.train_split!r} has {len(pairs)} shapes, fewer than one batch "

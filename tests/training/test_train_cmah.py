@@ -187,3 +187,48 @@ def test_cached_and_decoded_batches_are_the_same_tensors(synthetic_dataset):
     for left, right in zip(cached, decoded):
         assert torch.equal(left["pixel_values"], right["pixel_values"]) and torch.equal(left["points"], right["points"])
     assert not torch.equal(cached[0]["pixel_values"], cached[len(cached) // 2]["pixel_values"])  # epochs differ
+
+
+def test_augmented_batches_are_new_each_epoch_and_the_same_on_a_rerun(synthetic_dataset):
+    """data.augment: cached or decoded, a rerun (or a resume) sees the same images; epochs see new ones."""
+    import torch
+
+    from hf_cmah import CMAHProcessor
+    from hf_cmah.training.config import load_training_config
+    from hf_cmah.training.train_cmah import get_dataloaders
+
+    def first_batch(epoch: int, cache_gib: float) -> dict:
+        overrides = [f"data.path={synthetic_dataset}", f"data.cache_gib={cache_gib}", "training.batch_size=4"]
+        overrides += ["data.augment=true", "data.augmentation={crop_scale: [0.5, 1.0], jpeg_p: 0.5}"]
+        config = load_training_config(bundled_configs()["tiny-cpu"], overrides)
+        processor = CMAHProcessor.from_model_config(config.model_config())
+        loader, pairs, _ = get_dataloaders(config, processor)
+        assert pairs.augmentation.crop_scale == (0.5, 1.0) and (pairs.cache is not None) == (cache_gib > 0)
+        pairs.set_epoch(epoch)
+        return pairs.collate([pairs[index] for index in range(4)])
+
+    first, again = first_batch(0, 2.0), first_batch(0, 2.0)
+    assert torch.equal(first["pixel_values"], again["pixel_values"]) and torch.equal(first["points"], again["points"])
+    assert torch.equal(first["pixel_values"], first_batch(0, 0.0)["pixel_values"]), "cached or decoded, the same"
+    unaugmented = load_training_config(
+        bundled_configs()["tiny-cpu"], [f"data.path={synthetic_dataset}", "training.batch_size=4"]
+    )
+    assert unaugmented.image_augmentation() is None
+    later = first_batch(1, 2.0)
+    assert not torch.equal(first["pixel_values"], later["pixel_values"]), "another epoch, other images"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.augmentation={blur_p: 0.5}"], "data.augment is false"),
+        (["data.augment=true", "data.augmentation={blurr_p: 0.5}"], "data.augmentation.'blurr_p'"),
+        (["data.augment=true", "data.augmentation={blur_p: 2}"], "augmentation.blur_p"),
+    ],
+)
+def test_bad_augmentation_settings_name_the_key(overrides, message):
+    from hf_cmah.errors import ConfigError
+    from hf_cmah.training.config import load_training_config
+
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("'", ".?")):
+        load_training_config(bundled_configs()["tiny-cpu"], overrides)
