@@ -69,6 +69,15 @@ class DataSection:
     # The train split's processed tensors (pixel_values, points) are made once and kept in memory
     # when they fit in this many GiB, so no batch waits on PNG decoding; 0 decodes every batch.
     cache_gib: float = field(default=2.0, metadata=_check(_non_negative, "be >= 0"))
+    # More built datasets to train on, {path: image_kind}; their train_split joins data.path's, and
+    # evaluation stays on data.path's eval_split (held-out data only).
+    extra_train: dict = field(
+        default_factory=dict,
+        metadata=_check(
+            lambda v: all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()),
+            "map dataset paths to image kinds, e.g. {~/data/pix3d: mask}",
+        ),
+    )
     # Train-time image augmentation (hf_cmah.data.augmentation.ImageAugmentation): off unless true;
     # `augmentation` overrides its defaults, e.g. {background_p: 0.5, crop_scale: [0.5, 1.0]}.
     augment: bool = False
@@ -176,7 +185,7 @@ class TrainingConfig:
     @property
     def dataset_path(self) -> str:
         """``data.path`` with ``~`` and ``$VARS`` expanded (a Hub id passes through unchanged)."""
-        return os.path.expandvars(os.path.expanduser(self.data.path))
+        return expand_path(self.data.path)
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,11 @@ class PreAlignedTrainingConfig(TrainingConfig):
     def model_config(self) -> PreAlignedShapeConfig:
         """The `PreAlignedShapeConfig` of the preset, or of the pretrained folder, with the overrides."""
         return build_prealigned_model_config(self.model, self.source)
+
+
+def expand_path(path: str) -> str:
+    """A config's path with ``~`` and ``$VARS`` expanded."""
+    return os.path.expandvars(os.path.expanduser(path))
 
 
 FAMILIES: dict[str, type[TrainingConfig]] = {"cmah": TrainingConfig, "prealigned": PreAlignedTrainingConfig}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datasets
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
@@ -11,6 +12,7 @@ from ..data.augmentation import ImageAugmentation, sample_seed
 from ..errors import ConfigError
 from ..evaluation.retrieval import image_rows
 from ..processing_cmah import CMAHProcessor
+from .config import expand_path
 
 
 class EpochViews(torch.utils.data.Dataset):
@@ -106,12 +108,16 @@ def cache_size_gib(rows: int, processor: CMAHProcessor) -> float:
 
 
 def load_pairs(config, processor: CMAHProcessor):
-    """``(EpochViews of the train split, the train rows of data.image_kind, the eval split)`` of ``data.path``."""
-    dataset_dict = load_built_dataset(config.dataset_path)
-    for split in (config.data.train_split, config.data.eval_split):
-        if split not in dataset_dict:
-            raise ConfigError(f"{config.dataset_path}: no split {split!r}; it has {sorted(dataset_dict)}")
+    """``(EpochViews of the train rows, those rows, the eval split)``: the train split of ``data.path`` and of
+    every ``data.extra_train`` dataset, the eval split of ``data.path`` only (evaluation stays on held-out data)."""
+    dataset_dict = _load_splits(config.dataset_path, (config.data.train_split, config.data.eval_split))
     train_split, image_column = image_rows(dataset_dict[config.data.train_split], config.data.image_kind)
+    if config.data.extra_train:
+        parts = [(config.dataset_path, train_split, image_column)]
+        for path, kind in config.data.extra_train.items():
+            extra = _load_splits(expand_path(path), (config.data.train_split,))[config.data.train_split]
+            parts.append((expand_path(path), *image_rows(extra, kind)))
+        train_split, image_column = combined_train_rows(parts), "image"
     augmentation = config.image_augmentation()
     pairs = EpochViews(train_split, image_column, config.training.seed, processor, config.data.cache_gib, augmentation)
     if len(pairs) < config.training.batch_size:
@@ -122,4 +128,32 @@ def load_pairs(config, processor: CMAHProcessor):
     return pairs, train_split, dataset_dict[config.data.eval_split]
 
 
-__all__ = ["EpochViews", "cache_size_gib", "load_pairs"]
+def _load_splits(path: str, splits: tuple[str, ...]):
+    dataset_dict = load_built_dataset(path)
+    for split in splits:
+        if split not in dataset_dict:
+            raise ConfigError(f"{path}: no split {split!r}; it has {sorted(dataset_dict)}")
+    return dataset_dict
+
+
+def combined_train_rows(parts: list[tuple[str, datasets.Dataset, str]]) -> datasets.Dataset:
+    """The train rows of several built datasets as one: ``image``, ``points``, ``label`` (an int: class names
+    differ between datasets) and ``shape_id`` prefixed with the dataset's number, so equal ids stay apart."""
+    rows = []
+    for number, (_, split, column) in enumerate(parts):
+        part = split.select_columns([column, "points", "label", "shape_id"])
+        if column != "image":
+            part = part.rename_column(column, "image")
+        part = part.cast_column("label", datasets.Value("int64"))
+        prefixed = [f"{number}/{shape_id}" for shape_id in part["shape_id"]]
+        rows.append(part.remove_columns("shape_id").add_column("shape_id", prefixed))
+    shapes = {path: part.features["points"].shape for (path, _, _), part in zip(parts, rows)}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{path}: {shape[0]} points" for path, shape in shapes.items())
+        raise ConfigError(
+            f"data.extra_train: every dataset needs the same points per shape ({listed}); rebuild with --points"
+        )
+    return datasets.concatenate_datasets(rows)
+
+
+__all__ = ["EpochViews", "cache_size_gib", "combined_train_rows", "load_pairs"]

@@ -202,7 +202,7 @@ def test_augmented_batches_are_new_each_epoch_and_the_same_on_a_rerun(synthetic_
         overrides += ["data.augment=true", "data.augmentation={crop_scale: [0.5, 1.0], jpeg_p: 0.5}"]
         config = load_training_config(bundled_configs()["tiny-cpu"], overrides)
         processor = CMAHProcessor.from_model_config(config.model_config())
-        loader, pairs, _ = get_dataloaders(config, processor)
+        _, pairs, _ = get_dataloaders(config, processor)
         assert pairs.augmentation.crop_scale == (0.5, 1.0) and (pairs.cache is not None) == (cache_gib > 0)
         pairs.set_epoch(epoch)
         return pairs.collate([pairs[index] for index in range(4)])
@@ -232,3 +232,37 @@ def test_bad_augmentation_settings_name_the_key(overrides, message):
 
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("'", ".?")):
         load_training_config(bundled_configs()["tiny-cpu"], overrides)
+
+
+def test_extra_train_datasets_join_the_train_pairs_and_eval_stays_on_the_main_one(tmp_path, synthetic_dataset):
+    from hf_cmah import CMAHProcessor
+    from hf_cmah.errors import ConfigError
+    from hf_cmah.training.config import load_training_config
+    from hf_cmah.training.pairs import load_pairs
+    from tests.training.conftest import synthetic_split
+
+    extra = tmp_path / "extra"
+    (extra / "data").mkdir(parents=True)
+    # The same shape ids as the main dataset (both are made by synthetic_split with seed 0): they must stay apart.
+    synthetic_split(10, 3, seed=0).to_parquet(str(extra / "data" / "train-00000-of-00001.parquet"))
+    synthetic_split(4, 3, seed=5).to_parquet(str(extra / "data" / "test-00000-of-00001.parquet"))
+    overrides = [f"data.path={synthetic_dataset}", "training.batch_size=4", f"data.extra_train={{{extra}: render}}"]
+    config = load_training_config(bundled_configs()["tiny-cpu"], overrides)
+    processor = CMAHProcessor.from_model_config(config.model_config())
+    pairs, train_rows, eval_split = load_pairs(config, processor)
+    assert len(pairs) == 24 + 10, "one pair per shape of both train splits"
+    assert {shape_id.split("/")[0] for shape_id in train_rows["shape_id"]} == {"0", "1"}
+    assert len(eval_split) == 12 * 2 and all(shape_id.startswith("s1_") for shape_id in eval_split["shape_id"])
+    batch = pairs.collate([pairs[index] for index in range(len(pairs))])
+    assert batch["pixel_values"].shape[0] == batch["points"].shape[0] == 34
+
+    other = tmp_path / "other-points"
+    (other / "data").mkdir(parents=True)
+    synthetic_split(6, 1, seed=2, num_points=64).to_parquet(str(other / "data" / "train-00000-of-00001.parquet"))
+    config = load_training_config(
+        bundled_configs()["tiny-cpu"], [*overrides[:2], f"data.extra_train={{{other}: render}}"]
+    )
+    with pytest.raises(ConfigError, match="same points per shape"):
+        load_pairs(config, processor)
+    with pytest.raises(ConfigError, match=r"data\.extra_train"):
+        load_training_config(bundled_configs()["tiny-cpu"], [*overrides[:2], "data.extra_train={a: 3}"])
