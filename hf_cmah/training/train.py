@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from ..errors import ConfigError
 from .config import load_training_config
@@ -31,7 +32,18 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
         help="override one config value, e.g. --set model.code_bits=32 (repeatable)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of output.dir")
-    return parser.parse_args(argv)
+    # training/train_prealigned.py took its overrides as bare SECTION.KEY=VALUE words until 2026-12.
+    parser.add_argument("legacy_overrides", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.legacy_overrides:
+        warnings.warn(
+            f"{prog}: bare overrides ({' '.join(args.legacy_overrides)}) are deprecated and will be removed in the "
+            "next release; write --set " + " --set ".join(args.legacy_overrides),
+            FutureWarning,
+            stacklevel=2,
+        )
+        args.overrides = args.legacy_overrides + args.overrides
+    return args
 
 
 def main(argv: list[str] | None = None, family: str | None = None) -> int:

@@ -127,3 +127,11 @@ def test_bad_prealigned_values_name_the_key(data, message):
     merged = {**base, **data, "model": {**base["model"], **data.get("model", {})}}
     with pytest.raises(ConfigError, match=message):
         config_from_dict(merged, source="run.yaml")
+
+
+def test_bare_overrides_still_work_for_one_release_with_a_warning():
+    from hf_cmah.training.train import parse_args
+
+    with pytest.warns(FutureWarning, match="--set training.seed=1"):
+        args = parse_args(["prealigned-psb-hcl", "training.seed=1", "--set", "output.dir=/tmp/x"], "train_prealigned")
+    assert args.overrides == ["training.seed=1", "output.dir=/tmp/x"]
