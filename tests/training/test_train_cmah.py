@@ -88,8 +88,25 @@ def test_ten_step_launch_writes_checkpoints_logs_and_model(trained_run):
         model = AutoModel.from_pretrained(run / folder)
         assert model.config.code_bits == 16
         assert (run / folder / "preprocessor_config.json").is_file()
-    results = json.loads((run / "final" / "eval_results.json").read_text())
-    assert 0.0 <= results["image_to_shape/map@all"] <= 1.0
+    # The numbers saved beside final/ and best/ are those of the saved models, and best/ is the best of them.
+    from transformers import AutoProcessor
+
+    from hf_cmah.data import load_built_dataset
+    from hf_cmah.evaluation import encode_images, encode_shapes, score_retrieval, summarize
+    from hf_cmah.evaluation.retrieval import image_rows
+
+    config, _ = trained_run
+    test = load_built_dataset(yaml.safe_load(Path(config).read_text())["data"]["path"])["test"]
+    saved = {}
+    for folder in ("final", "best"):
+        model, processor = AutoModel.from_pretrained(run / folder), AutoProcessor.from_pretrained(run / folder)
+        queries, column = image_rows(test, "render")
+        images = encode_images(model, processor, queries, 64, column, progress=False)
+        rescored = summarize(score_retrieval(images, encode_shapes(model, processor, test, 64, progress=False)))
+        saved[folder] = json.loads((run / folder / "eval_results.json").read_text())
+        for key in ("image_to_shape/map@all", "image_to_shape/map@all_tie_aware", "shape_to_image/map@all"):
+            assert rescored[key] == pytest.approx(saved[folder][key], abs=1e-6), (folder, key)
+    assert saved["best"]["image_to_shape/map@all"] >= saved["final"]["image_to_shape/map@all"]
 
 
 def test_resume_reproduces_the_uninterrupted_loss(trained_run):
