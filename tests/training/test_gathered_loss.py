@@ -78,4 +78,10 @@ def test_two_processes_with_gathered_codes_match_one_process_with_the_whole_batc
     mean_loss = (ranks[0]["losses"]["loss"] + ranks[1]["losses"]["loss"]) / 2  # equal shards: mean of the means
     torch.testing.assert_close(mean_loss, whole.loss, rtol=1e-5, atol=1e-6)
     for name, parameter in model.named_parameters():
-        torch.testing.assert_close(ranks[0]["grads"][name], parameter.grad, rtol=1e-4, atol=1e-6, msg=name)
+        # float32 sums over other groupings of the rows: the error is relative to the tensor's scale, not to each
+        # element (a near-cancelling sum, as batch norm's over 2048 points; attention's key bias: zero up to noise)
+        scale = parameter.grad.abs().max().item()
+        torch.testing.assert_close(
+            ranks[0]["grads"][name], parameter.grad, rtol=1e-4, atol=max(1e-3 * scale, 1e-6),
+            msg=lambda message, name=name: f"{name}: {message}",
+        )  # fmt: skip
