@@ -12,4 +12,3 @@ import torch
 def codes_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """``sign`` of hash logits as ±1 int8; 0 maps to +1 so that every bit is defined."""
     return torch.where(logits >= 0, 1, -1).to(torch.int8)
-
