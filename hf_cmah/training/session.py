@@ -162,6 +162,15 @@ class TrainingSession:
                 f"Last good checkpoint: {latest_checkpoint(self.checkpoint_dir) or 'none yet'}"
             )
 
+    def apply(self, model, optimizer, loss: torch.Tensor) -> None:
+        """One micro-batch's update, inside ``accelerator.accumulate``: check the loss, backward, clip, step."""
+        self.check_finite(loss)
+        self.accelerator.backward(loss)
+        if self.accelerator.sync_gradients:
+            self.accelerator.clip_grad_norm_(model.parameters(), self.config.training.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+
     def end_micro_batch(self, model, losses: dict[str, torch.Tensor], batch_size: int) -> None:
         """After ``optimizer.step``: on each optimizer step, schedule, log, checkpoint and evaluate."""
         self.samples_since_log += batch_size * self.accelerator.num_processes

@@ -80,15 +80,9 @@ def training_function(config: TrainingConfig, resume: bool = False) -> dict:
                 batch["pixel_values"], batch["points"], image_noise=image_noise, point_noise=point_noise,
                 gather_codes=gather_codes,
             )  # fmt: skip
-            loss = output.loss
-            session.check_finite(loss)
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), train.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad()
+            session.apply(model, optimizer, output.loss)
         losses = {
-            "loss": loss,
+            "loss": output.loss,
             "contrastive_loss": output.contrastive_loss,
             "image_reconstruction_loss": output.image_reconstruction_loss,
             "point_reconstruction_loss": output.point_reconstruction_loss,

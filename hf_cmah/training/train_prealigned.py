@@ -130,12 +130,7 @@ def training_function(config: PreAlignedTrainingConfig, resume: bool = False) ->
                 output.image_embeds, output.shape_embeds, unwrapped.logit_scale, train.loss,
                 beta=train.hcl_beta, tau_plus=train.hcl_tau_plus,
             )  # fmt: skip
-            session.check_finite(loss)
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), train.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad()
+            session.apply(model, optimizer, loss)
             with torch.no_grad():
                 unwrapped.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
         session.end_micro_batch(model, {"loss": loss, "logit_scale": unwrapped.logit_scale}, points.shape[0])
