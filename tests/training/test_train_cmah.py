@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from hf_cmah.training.config import bundled_configs
+from tests.training.runs import killed_copy, losses
 
 REPO = Path(__file__).resolve().parents[2]
 # A model small enough for seconds per run; everything else comes from the tiny-cpu recipe.
@@ -42,10 +43,6 @@ def launch(config: Path, *extra: str) -> subprocess.CompletedProcess:
     ]  # fmt: skip
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
-
-
-def losses(run: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())]
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +109,7 @@ def test_ten_step_launch_writes_checkpoints_logs_and_model(trained_run):
 def test_resume_reproduces_the_uninterrupted_loss(trained_run):
     config, run = trained_run
     # A run killed after step 7: its newest checkpoint is step_5 and its log already holds steps 6–7.
-    killed = run.parent / "killed"
-    shutil.copytree(run, killed)
-    shutil.rmtree(killed / "checkpoints" / "step_10")
-    shutil.rmtree(killed / "final")
-    log = killed / "train_log.jsonl"
-    log.write_text("".join(log.read_text().splitlines(keepends=True)[:7]))
+    killed = killed_copy(run, "step_10", logged_steps=7)
 
     result = launch(config, f"--set=output.dir={killed}", "--resume")
     assert result.returncode == 0, result.stderr[-3000:]

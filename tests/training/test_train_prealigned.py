@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
+from tests.training.runs import killed_copy, losses
 
 STEPS_PER_EPOCH = 3  # 24 train shapes in batches of 8
 
@@ -28,10 +29,6 @@ def hf_cmah_train(config: Path, *extra: str) -> subprocess.CompletedProcess:
         "TQDM_DISABLE": "1",
     }
     return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
-
-
-def losses(run: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())]
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +90,7 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(trained_run):
     from safetensors.torch import load_file
 
     config, run = trained_run
-    killed = run.parent / "killed"
-    shutil.copytree(run, killed)
-    shutil.rmtree(killed / "checkpoints" / "step_12")
-    shutil.rmtree(killed / "final")
-    log = killed / "train_log.jsonl"
-    log.write_text("".join(log.read_text().splitlines(keepends=True)[:10]))
+    killed = killed_copy(run, "step_12", logged_steps=10)
 
     result = hf_cmah_train(config, f"--set=output.dir={killed}", "--resume")
     assert result.returncode == 0, result.stderr[-3000:]
