@@ -2,20 +2,19 @@
 
 Why this shape (benchmarks in docs/BENCHMARKS.md):
 
-- Codes are read as machine words (a zero-copy view: 64 bits → one ``uint64``; two 32-bit
-  codes → one ``uint64``), so one XOR and one popcount give a distance; LLVM vectorises
-  the loop for the host CPU (``vpshufb`` popcount on AVX2, ``vpopcntq`` with AVX-512 VPOPCNTDQ).
+- Codes are read as machine words (a zero-copy view: 16, 32 or 64 bits → one word, 128 →
+  two), so one XOR and one popcount give a distance.
 - Distances are small integers (0..K), so top-k is kept by *counting*: a histogram of
   accepted distances gives the current k-th distance (the bound), and a code is looked at
   again only if it beats it. After the first few thousand codes almost nothing does, so
-  the scan is a branch-free vectorised count of codes below the bound, group by group; a
-  group with a hit gets its distances written to a small buffer (vectorised too), which a
-  scalar loop then reads, so no distance is computed one code at a time. For 128-bit and
-  wider codes, whose popcount costs twice as much, groups go straight to that buffer while
-  hits keep coming (the bound is still settling), instead of being counted first and then
-  recomputed: +15–20% at 10k–100k codes, no change at 1M. A batch of them reads each block
-  split into two planes (all first words, all second words), so no query pays for
-  de-interleaving the word pairs.
+  the scan is a branch-free count of codes below the bound, group by group, written as
+  explicit vectors of the width the CPU runs best (`hf_cmah.index.popcount`, chosen by
+  `hf_cmah.index.simd`), two queries per load; a group with a hit gets its distances written
+  to a small buffer, which a scalar loop then reads. For 128-bit and wider codes, whose
+  popcount costs twice as much, groups go straight to that buffer while hits keep coming
+  (the bound is still settling), instead of being counted first and then recomputed. A
+  batch of them reads each block split into two planes (all first words, all second words),
+  so no query pays for de-interleaving the word pairs.
 - Codes are scanned in blocks that stay in L1/L2 while every query of a task visits
   them (queries × codes blocking); tasks run on all cores, split by queries for large
   batches and by codes for small ones.
@@ -36,15 +35,15 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from ..codes import hamming_distance
+from . import simd
+from .popcount import first_hit
 
 # Words per block: 4096 × 8 bytes = 32 KiB of 64-bit codes, one L1d, visited by every query
 # of a task before the next block is read.
 CODE_BLOCK = 4096
 # Each group of this many codes is first counted against a query's bound (vectorised, no
 # branches); only on a hit are its distances written out and read one by one. 64…1024 were
-# within noise of each other at 10k–100k 64-bit codes, 512 and 1024 fastest at 1M; for 32-bit
-# codes (two a word) 512 codes beat 1024 by 1.3–1.7× at 10k–100k.
+# within noise of each other at 10k–100k 64-bit codes, 512 and 1024 fastest at 1M.
 CHECK_GROUP = 512
 # From this many queries a task, 128-bit blocks are first split into two planes (first words, second words):
 # the count and distance loops then read two plain arrays instead of de-interleaving word pairs for every query,
@@ -55,8 +54,17 @@ PLANAR_MIN_QUERIES = 2
 PARALLEL_MIN_PAIRS = 1 << 22
 # Widest first; dtype objects made once (``np.dtype(...)`` costs ~0.25 µs, a tenth of a small search's overhead).
 WORD_DTYPES = tuple(np.dtype(word) for word in (np.uint64, np.uint32, np.uint16, np.uint8))
-LOW_HALF = np.uint64(0xFFFFFFFF)
-HALF_SHIFT = np.uint64(32)
+# The kernel variants as the compiled code sees them (an int argument: one compiled scan serves all three).
+SCALAR, AVX2, AVX512 = 0, 1, 2
+VARIANT_CODES = {"scalar": SCALAR, "avx2": AVX2, "avx512": AVX512}
+# The group finders, by (register bits, queries per load, planes); `_first_hit` picks one.
+_FIND_0_1_1, _FIND_0_2_1, _FIND_0_1_2, _FIND_0_2_2 = (first_hit(0, q, p, CHECK_GROUP) for p in (1, 2) for q in (1, 2))
+_FIND_256_1_1, _FIND_256_2_1, _FIND_256_1_2, _FIND_256_2_2 = (
+    first_hit(256, q, p, CHECK_GROUP) for p in (1, 2) for q in (1, 2)
+)
+_FIND_512_1_1, _FIND_512_2_1, _FIND_512_1_2, _FIND_512_2_2 = (
+    first_hit(512, q, p, CHECK_GROUP) for p in (1, 2) for q in (1, 2)
+)
 
 
 @intrinsic
@@ -99,35 +107,47 @@ def _distance(queries, query, words, row, width):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _count_below(queries, query, words, firsts, seconds, width, paired, bound):
-    """How many codes of ``words`` (one group) lie closer than ``bound``: the branch-free loop LLVM vectorises.
+def _first_hit(variant, pair, first_address, second_address, planes, start, stop, q0a, q0b, q1a, q1b, bound0, bound1):
+    """`popcount.first_hit` for one or two queries over one or two planes (words at two addresses).
 
-    128-bit groups are read from ``firsts``/``seconds`` (the group split into planes) when
-    those are not empty.
+    Only integers go in, so the hot loop handles no array (each costs atomic reference counting).
+    """
+    if planes == 1 and not pair:
+        if variant == AVX512:
+            return _FIND_512_1_1(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+        if variant == AVX2:
+            return _FIND_256_1_1(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+        return _FIND_0_1_1(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+    if planes == 1:
+        if variant == AVX512:
+            return _FIND_512_2_1(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+        if variant == AVX2:
+            return _FIND_256_2_1(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+        return _FIND_0_2_1(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+    if not pair:
+        if variant == AVX512:
+            return _FIND_512_1_2(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+        if variant == AVX2:
+            return _FIND_256_1_2(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+        return _FIND_0_1_2(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+    if variant == AVX512:
+        return _FIND_512_2_2(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+    if variant == AVX2:
+        return _FIND_256_2_2(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+    return _FIND_0_2_2(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _count_below(queries, query, words, width, bound):
+    """How many codes of ``words`` (one group, word pairs or wider) lie closer than ``bound``: LLVM vectorises it.
 
     Loops start at a literal 0 over a slice (an unknown start index vectorises ~2.5× worse).
-    Signed 64-bit compares on purpose: AVX2 has ``vpcmpgtq`` only for signed lanes, and the
-    unsigned form costs two extra instructions per 4 codes (~10% of the scan).
+    Signed 64-bit compares on purpose: AVX2 has ``vpcmpgtq`` only for signed lanes.
     """
     limit = np.int64(bound)
     hits = np.int64(0)
     units = words.shape[0] // width
-    if paired:  # two 32-bit codes a word, the (uint32) query in both halves
-        value = np.uint64(queries[query]) | (np.uint64(queries[query]) << HALF_SHIFT)
-        for unit in range(units):
-            both = value ^ np.uint64(words[unit])
-            hits += np.int64(np.int64(_popcount(both & LOW_HALF)) < limit)
-            hits += np.int64(np.int64(_popcount(both >> HALF_SHIFT)) < limit)
-    elif width == 1:  # one word a code (16/64 bits, or 32 bits as a lone uint32)
-        value = np.uint64(queries[query])
-        for unit in range(units):
-            hits += np.int64(np.int64(_popcount(value ^ np.uint64(words[unit]))) < limit)
-    elif width == 2 and firsts.shape[0]:  # 128 bits, split into planes
-        first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
-        for unit in range(units):
-            total = _popcount(first ^ np.uint64(firsts[unit])) + _popcount(second ^ np.uint64(seconds[unit]))
-            hits += np.int64(np.int64(total) < limit)
-    elif width == 2:  # 128 bits, word pairs
+    if width == 2:  # 128-bit single queries: word pairs, read as they lie (splitting them does not repay one query)
         first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
         for unit in range(units):
             total = _popcount(first ^ np.uint64(words[2 * unit])) + _popcount(second ^ np.uint64(words[2 * unit + 1]))
@@ -139,19 +159,13 @@ def _count_below(queries, query, words, firsts, seconds, width, paired, bound):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _group_distances(queries, query, words, firsts, seconds, width, paired, scratch):
+def _group_distances(queries, query, words, firsts, seconds, width, scratch):
     """Distances of every code of ``words`` (one group) to the query, into ``scratch``; returns the code count.
 
-    128-bit groups are read from ``firsts``/``seconds`` when those are not empty, as in `_count_below`.
+    128-bit groups are read from ``firsts``/``seconds`` (the group split into planes) when those are not empty.
+    Only groups with a hit get here, so LLVM's own vectorisation is enough.
     """
     units = words.shape[0] // width
-    if paired:
-        value = np.uint64(queries[query]) | (np.uint64(queries[query]) << HALF_SHIFT)
-        for unit in range(units):
-            both = value ^ np.uint64(words[unit])
-            scratch[2 * unit] = np.int32(_popcount(both & LOW_HALF))
-            scratch[2 * unit + 1] = np.int32(_popcount(both >> HALF_SHIFT))
-        return 2 * units
     if width == 1:
         value = np.uint64(queries[query])
         for unit in range(units):
@@ -253,48 +267,113 @@ def _write_sorted(buffer_distances, buffer_rows, fill, code_bits, row_offset, ou
 
 
 @njit(cache=True, nogil=True)
-def _scan(queries, words, width, paired, first_query, last_query, row_offset, k, code_bits, out_rows, out_distances):
-    """Top-k of queries ``first_query:last_query`` over ``words`` (rows from ``row_offset``), sorted by (distance, row)."""
+def _visit_group(slot, query, queries, words, planes, width, start, stop, plane_start, k, scratch, settling,
+                 bounds, buffer_distances, buffer_rows, state, counts):  # fmt: skip
+    """Accept the codes ``start..stop`` closer than the query's bound (the group had a hit, or the query is settling).
+
+    A settling query (wide codes whose bound still moves) gets its distances written at once
+    and leaves that state at its first group with no hit.
+    """
+    group = words[start * width : stop * width]
+    firsts = planes[0, start - plane_start : stop - plane_start]  # empty unless planar
+    seconds = planes[1, start - plane_start : stop - plane_start]
+    bound = bounds[slot]
+    if settling[slot]:
+        codes = _group_distances(queries, query, group, firsts, seconds, width, scratch)
+        if _count_distances_below(scratch[:codes], bound) == 0:
+            settling[slot] = False  # the bound has settled: back to the cheaper count-only pass
+            return
+    else:
+        codes = _group_distances(queries, query, group, firsts, seconds, width, scratch)
+        settling[slot] = width >= 2
+    bounds[slot] = _accept(
+        scratch, codes, start, k, bound, buffer_distances[slot], buffer_rows[slot], state[slot], counts[slot]
+    )
+
+
+@njit(cache=True, nogil=True)
+def _scan(variant, queries, words, width, first_query, last_query, row_offset, k, code_bits, out_rows, out_distances):
+    """Top-k of queries ``first_query:last_query`` over ``words`` (rows from ``row_offset``), sorted by (distance, row).
+
+    Queries go through each group two at a time (one load, two XORs), except a last odd one.
+    """
     count = last_query - first_query
     units = words.shape[0] // width
-    codes_per_unit = 2 if paired else 1
     buffer_distances = np.empty((count, 2 * k), np.int32)
     buffer_rows = np.empty((count, 2 * k), np.int64)
     state = np.zeros((count, 2), np.int64)  # [fill, below] per query
     counts = np.zeros((count, code_bits + 2), np.int64)
     bounds = np.full(count, code_bits + 1, np.int32)  # a distance is accepted if < bound
-    group_units = CHECK_GROUP // codes_per_unit
+    settling = np.zeros(count, np.bool_)
     scratch = np.empty(CHECK_GROUP, np.int32)
     planar = width == 2 and count >= PLANAR_MIN_QUERIES
     planes = np.empty((2, CODE_BLOCK if planar else 0), words.dtype)
+    # One-word codes, and 128-bit codes split into planes, are counted by the explicit vector loops, which read
+    # words at an address: a slice of an array in the loop costs two atomic reference-count updates, which at
+    # 512 codes a group was a quarter of the scan.
+    explicit = width == 1 or planar
+    plane_count = 1 if width == 1 else 2
+    first_address = words.ctypes.data if width == 1 else planes[0].ctypes.data
+    second_address = first_address if width == 1 else planes[1].ctypes.data
     for block_start in range(0, units, CODE_BLOCK):
         block_stop = min(block_start + CODE_BLOCK, units)
         if planar:
             _split_planes(words[block_start * width : block_stop * width], planes)
-        for slot in range(count):
-            query = first_query + slot
-            bound = bounds[slot]
-            settling = width >= 2  # wide codes: write distances at once while the bound still moves
-            for group_start in range(block_start, block_stop, group_units):
-                group_stop = min(group_start + group_units, block_stop)
-                group = words[group_start * width : group_stop * width]
-                firsts = planes[0, group_start - block_start : group_stop - block_start]  # empty unless planar
-                seconds = planes[1, group_start - block_start : group_stop - block_start]
-                if settling:
-                    codes = _group_distances(queries, query, group, firsts, seconds, width, paired, scratch)
-                    if _count_distances_below(scratch[:codes], bound) == 0:
-                        settling = False  # the bound has settled: back to the cheaper count-only pass
+        settling[:] = width >= 2  # wide codes: write distances at once while the bound still moves
+        offset = 0 if width == 1 else block_start  # planes hold the block's codes only
+        whole_stop = block_start + (block_stop - block_start) // CHECK_GROUP * CHECK_GROUP
+        for slot in range(0, count, 2):
+            pair = slot + 1 < count
+            other = slot + 1 if pair else slot
+            query, other_query = first_query + slot, first_query + other
+            q0a, q0b = queries[plane_count * query], queries[plane_count * query + plane_count - 1]
+            q1a, q1b = queries[plane_count * other_query], queries[plane_count * other_query + plane_count - 1]
+            position = block_start
+            while position < block_stop:
+                if explicit and position < whole_stop and not (settling[slot] or settling[other]):
+                    # The common case: skip to the first group where either query has a hit.
+                    found, hit0, hit1 = _first_hit(
+                        variant, pair, first_address, second_address, plane_count, position - offset,
+                        whole_stop - offset, q0a, q0b, q1a, q1b, bounds[slot], bounds[other],
+                    )  # fmt: skip
+                    position = found + offset
+                    if position == whole_stop:
                         continue
-                else:
-                    if _count_below(queries, query, group, firsts, seconds, width, paired, bound) == 0:
-                        continue
-                    codes = _group_distances(queries, query, group, firsts, seconds, width, paired, scratch)
-                    settling = width >= 2
-                bound = _accept(
-                    scratch, codes, group_start * codes_per_unit, k, bound,
-                    buffer_distances[slot], buffer_rows[slot], state[slot], counts[slot],
-                )  # fmt: skip
-            bounds[slot] = bound
+                    group_stop = position + CHECK_GROUP
+                    if hit0:
+                        _visit_group(
+                            slot, query, queries, words, planes, width, position, group_stop, block_start, k,
+                            scratch, settling, bounds, buffer_distances, buffer_rows, state, counts,
+                        )  # fmt: skip
+                    if hit1:
+                        _visit_group(
+                            other, other_query, queries, words, planes, width, position, group_stop, block_start, k,
+                            scratch, settling, bounds, buffer_distances, buffer_rows, state, counts,
+                        )  # fmt: skip
+                    position = group_stop
+                    continue
+                # One group at a time: a query still settling, the block's last part group, or a layout the
+                # explicit loops do not read (128-bit single queries, wider codes).
+                group_stop = min(position + CHECK_GROUP, block_stop)
+                for member in range(2 if pair else 1):
+                    member_slot, member_query = (slot, query) if member == 0 else (other, other_query)
+                    visit = settling[member_slot] or (explicit and group_stop - position < CHECK_GROUP)
+                    if not visit and explicit:
+                        qa, qb = (q0a, q0b) if member == 0 else (q1a, q1b)
+                        found, hit, _ = _first_hit(
+                            variant, False, first_address, second_address, plane_count, position - offset,
+                            group_stop - offset, qa, qb, qa, qb, bounds[member_slot], bounds[member_slot],
+                        )  # fmt: skip
+                        visit = hit != 0
+                    elif not visit:
+                        group = words[position * width : group_stop * width]
+                        visit = _count_below(queries, member_query, group, width, bounds[member_slot]) > 0
+                    if visit:
+                        _visit_group(
+                            member_slot, member_query, queries, words, planes, width, position, group_stop,
+                            block_start, k, scratch, settling, bounds, buffer_distances, buffer_rows, state, counts,
+                        )  # fmt: skip
+                position = group_stop
     for slot in range(count):
         fill = state[slot, 0]
         if bounds[slot] <= code_bits:  # at least k rows seen: drop the ones the bound passed by
@@ -305,68 +384,44 @@ def _scan(queries, words, width, paired, first_query, last_query, row_offset, k,
         )  # fmt: skip
 
 
-def _merge_sorted(rows: np.ndarray, distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top k of per-query candidate lists laid out in row order, each sorted by (distance, row).
-
-    A stable sort by distance keeps rows ascending within a distance.
-    """
-    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(distances, order, axis=1)
-
-
 def topk_search(
-    queries: np.ndarray, codes: np.ndarray, k: int, code_bits: int, threads: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    queries: np.ndarray, codes: np.ndarray, k: int, code_bits: int, threads: int | None = None,
+    kernel: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Exact top-k by Hamming distance: packed ``uint8 [Q, B]`` queries over ``uint8 [N, B]`` codes.
 
     Returns ``(rows int64 [Q, k'], distances int32 [Q, k'])`` with ``k' = min(k, N)``, sorted by
-    distance, ties by row. ``threads`` defaults to ``NUMBA_NUM_THREADS`` (the CPU count unless set).
+    distance, ties by row. ``threads`` defaults to ``NUMBA_NUM_THREADS`` (the CPU count unless set);
+    ``kernel`` (``scalar``, ``avx2``, ``avx512``) overrides the inner loop `hf_cmah.index.simd` chose.
     """
     num_queries, num_codes = queries.shape[0], codes.shape[0]
     k = min(k, num_codes)
     if num_queries == 0 or k == 0:
         return np.empty((num_queries, k), np.int64), np.empty((num_queries, k), np.int32)
     threads = threads or numba.config.NUMBA_NUM_THREADS
-    if codes.shape[1] != 4 or num_codes < 2:
-        query_words, width = as_words(queries)
-        return _search_words(
-            query_words, as_words(codes)[0], width, False, num_queries, num_codes, k, code_bits, threads
-        )
-    # 32-bit codes two to a uint64 (each query in both halves): a widened uint32 lane fits four codes in an AVX2
-    # register, a pair eight (~1.4× faster). An odd last row has no partner: it is searched on its own and merged.
-    paired_codes = num_codes - num_codes % 2
-    code_words = _flat_words(codes[:paired_codes], np.uint64)
-    query_words = _flat_words(queries, np.uint32)
-    rows, distances = _search_words(
-        query_words, code_words, 1, True, num_queries, paired_codes, min(k, paired_codes), code_bits, threads
-    )
-    if paired_codes == num_codes:
-        return rows, distances
-    last_distances = hamming_distance(queries, codes[-1:]).astype(np.int32)
-    rows = np.concatenate([rows, np.full((num_queries, 1), num_codes - 1, np.int64)], axis=1)
-    return _merge_sorted(rows, np.concatenate([distances, last_distances], axis=1), k)
+    variant = VARIANT_CODES[kernel or simd.KERNEL]
+    query_words, width = as_words(queries)
+    return _search_words(variant, query_words, as_words(codes)[0], width, num_queries, num_codes, k, code_bits, threads)
 
 
-def _search_words(query_words, code_words, width, paired, num_queries, num_codes, k, code_bits, threads):
+def _search_words(variant, query_words, code_words, width, num_queries, num_codes, k, code_bits, threads):
     """Run the search in the calling thread, or as (query block × code split) tasks on a thread pool."""
     if threads == 1 or num_queries * num_codes < PARALLEL_MIN_PAIRS:
         rows = np.empty((num_queries, k), np.int64)  # every slot is written: each query sees all ≥ k rows
         distances = np.empty((num_queries, k), np.int32)
-        _scan(query_words, code_words, width, paired, 0, num_queries, 0, k, code_bits, rows, distances)
+        _scan(variant, query_words, code_words, width, 0, num_queries, 0, k, code_bits, rows, distances)
         return rows, distances
-    units = code_words.shape[0] // width
-    codes_per_unit = 2 if paired else 1
     # Enough tasks to keep every thread busy: split the batch when it is large, the codes when it is small.
-    splits = 1 if num_queries >= 2 * threads else min(threads * 2, max(1, units // CODE_BLOCK))
+    splits = 1 if num_queries >= 2 * threads else min(threads * 2, max(1, num_codes // CODE_BLOCK))
     query_block = max(1, -(-num_queries // (2 * threads))) if splits == 1 else num_queries
     rows = np.full((splits, num_queries, k), -1, np.int64)
     distances = np.full((splits, num_queries, k), code_bits + 1, np.int32)
 
     def task(first: int, split: int) -> None:
-        start, stop = units * split // splits, units * (split + 1) // splits
+        start, stop = num_codes * split // splits, num_codes * (split + 1) // splits
         _scan(
-            query_words, code_words[start * width : stop * width], width, paired, first,
-            min(first + query_block, num_queries), start * codes_per_unit, k, code_bits, rows[split], distances[split],
+            variant, query_words, code_words[start * width : stop * width], width, first,
+            min(first + query_block, num_queries), start, k, code_bits, rows[split], distances[split],
         )  # fmt: skip
 
     tasks = [(first, split) for first in range(0, num_queries, query_block) for split in range(splits)]
@@ -376,7 +431,8 @@ def _search_words(query_words, code_words, width, paired, num_queries, num_codes
     # Splits are in row order and each is sorted by (distance, row): merging them is a stable sort by distance.
     rows = rows.transpose(1, 0, 2).reshape(num_queries, -1)
     distances = distances.transpose(1, 0, 2).reshape(num_queries, -1)
-    return _merge_sorted(rows, distances, k)
+    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(distances, order, axis=1)
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,0 +1,194 @@
+"""The exact kernel's hot loop written as explicit LLVM vectors: count the codes of a span closer than a bound.
+
+Why explicit, not left to LLVM's loop vectoriser (docs/BENCHMARKS.md, issue 21): the
+vectoriser's choice of width, unrolling and popcount sequence depends on the CPU model it
+guesses, and on an AVX-512 VPOPCNTDQ Xeon it left the kernel at 25 % of a plain C scan. Here
+the register width is chosen by the caller (`hf_cmah.index.simd`), so the same source gives:
+
+- ``register_bits=512``: 512-bit vectors, ``vpopcntq``/``vpopcntd`` on AVX-512 VPOPCNTDQ. The
+  function is marked ``"min-legal-vector-width"="512"``, without which LLVM splits 512-bit
+  vectors into 256-bit halves on CPUs tuned to prefer 256-bit ones (all Intel server parts).
+- ``register_bits=256``: 256-bit vectors, the ``vpshufb`` nibble-table popcount on AVX2.
+- ``register_bits=0``: one code at a time with the ``popcnt`` instruction as inline assembly
+  on x86-64, which no vectoriser can widen (LLVM ``ctpop`` elsewhere).
+
+Each loop reads two registers' worth of codes per step (two independent chains keep the
+popcount units busy for a single query) and XORs every load with one or two queries (two
+queries a load halve the reads of a batch), exactly like the C probe
+`benchmarks/ceiling/popcount_scan.c` whose count is the ceiling we are measured against.
+A distance is the sum over ``planes`` arrays (128-bit codes split into first and second
+words), counted lane by lane with signed compares and reduced once per call.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+
+from llvmlite import binding, ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+X86_64 = platform.machine().lower() in {"x86_64", "amd64"}
+if X86_64:
+    binding.initialize_native_asmparser()  # numba sets up no assembly parser, which inline ``popcnt`` needs
+
+
+def _splat(builder: ir.IRBuilder, value: ir.Value, vector: ir.VectorType) -> ir.Value:
+    """``value`` in every lane of ``vector`` (insertelement + shufflevector, what LLVM turns into a broadcast)."""
+    undefined = ir.Constant(vector, ir.Undefined)
+    first = builder.insert_element(undefined, value, ir.Constant(I32, 0))
+    mask = ir.Constant(ir.VectorType(I32, vector.count), [0] * vector.count)
+    return builder.shuffle_vector(first, undefined, mask)
+
+
+def _resize(builder: ir.IRBuilder, value: ir.Value, target: ir.IntType) -> ir.Value:
+    """An integer (or vector of integers) truncated or zero-extended to ``target`` lanes."""
+    source = value.type.element if isinstance(value.type, ir.VectorType) else value.type
+    if isinstance(value.type, ir.VectorType):
+        target = ir.VectorType(target, value.type.count)
+    if source.width > target_width(target):
+        return builder.trunc(value, target)
+    if source.width < target_width(target):
+        return builder.zext(value, target)
+    return value
+
+
+def target_width(target: ir.Type) -> int:
+    return (target.element if isinstance(target, ir.VectorType) else target).width
+
+
+def _popcount(builder: ir.IRBuilder, value: ir.Value, register_bits: int) -> ir.Value:
+    """Popcount of every lane: LLVM ``ctpop`` for vectors, the ``popcnt`` instruction for the scalar loop."""
+    if register_bits == 0 and X86_64:
+        wide = _resize(builder, value, I64)
+        count = builder.asm(ir.FunctionType(I64, [I64]), "popcntq $1, $0", "=r,r", [wide], side_effect=False)
+        return _resize(builder, count, value.type)
+    suffix = f"v{value.type.count}i{value.type.element.width}" if isinstance(value.type, ir.VectorType) else (
+        f"i{value.type.width}"
+    )
+    ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(value.type, [value.type]), f"llvm.ctpop.{suffix}")
+    return builder.call(ctpop, [value])
+
+
+def _below(builder, loaded, query, limit, register_bits):
+    """Lanes whose distance (popcount of the XOR, summed over planes) is below ``limit``: an ``i1`` per code."""
+    distance = _popcount(builder, builder.xor(loaded[0], query[0]), register_bits)
+    for plane in range(1, len(loaded)):
+        distance = builder.add(distance, _popcount(builder, builder.xor(loaded[plane], query[plane]), register_bits))
+    return builder.icmp_signed("<", distance, limit)
+
+
+def _any(builder, lanes: ir.Value) -> ir.Value:
+    """Whether any lane of a mask is set (one ``vptest``/``kortest``); a mask is all ones or zero per lane."""
+    if not isinstance(lanes.type, ir.VectorType):
+        return lanes
+    element = lanes.type.element
+    reduce = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(element, [lanes.type]), f"llvm.vector.reduce.or.v{lanes.type.count}i{element.width}"
+    )
+    return builder.icmp_unsigned("!=", builder.call(reduce, [lanes]), ir.Constant(element, 0))
+
+
+@functools.cache
+def first_hit(register_bits: int, queries: int, planes: int, group: int):
+    """An intrinsic ``(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+    -> (position, hit0, hit1)``: the first group of ``group`` codes from ``start`` holding a code
+    closer than its query's bound.
+
+    Scans whole groups ``start, start + group, …`` up to ``stop`` and returns at the first one
+    where some code's distance to query 0 is below ``bound0`` (or, with ``queries=2``, to query
+    1 below ``bound1``): its start, and for each query whether it has a hit there. With no hit
+    it returns the end of the last whole group and ``(0, 0)``; the caller looks at what is left
+    (fewer than ``group`` codes) itself. A code's distance is ``popcount(firsts[i] ^ qXa)``
+    plus, with ``planes=2``, ``popcount(seconds[i] ^ qXb)``, where ``firsts``/``seconds`` are
+    the words at the two addresses (``array.ctypes.data``) and the word type is the queries'
+    (uint8 … uint64). Addresses, not arrays: every array a numba loop handles costs atomic
+    reference counting. Each step reads two registers per query; a group's verdict is one
+    test of the OR of its compare masks, so a group costs no reduction and no call.
+    """
+
+    @intrinsic
+    def find(typingctx, first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1):
+        arguments = (first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+        signature = types.UniTuple(types.int64, 3)(*arguments)
+
+        def codegen(context, builder, sig, args):
+            element = ir.IntType(sig.args[4].bitwidth)
+            lanes = 2 * register_bits // element.width if register_bits else 1  # two registers a step
+            assert group % lanes == 0, "a group is whole steps"
+            if register_bits > 256:
+                set.add(builder.function.attributes, f'"min-legal-vector-width"="{register_bits}"')
+            lane_type = ir.VectorType(element, lanes) if lanes > 1 else element
+            # Compare masks are ORed as full-width lanes: ORing them as ``i1`` vectors costs LLVM a pack per step.
+            mask_type = lane_type if lanes > 1 else ir.IntType(1)
+            bases = [builder.inttoptr(address, ir.PointerType()) for address in args[:planes]]
+            query_lanes = [[_broadcast(builder, _resize(builder, word, element), lane_type) for word in words[:planes]]
+                           for words in ([args[4], args[5]], [args[6], args[7]])[:queries]]  # fmt: skip
+            limits = [_broadcast(builder, _resize(builder, bound, element), lane_type) for bound in args[8 : 8 + queries]]
+            begin, stop = _resize(builder, args[2], I64), _resize(builder, args[3], I64)
+            size = ir.Constant(I64, group)
+            full_end = builder.add(begin, builder.mul(builder.sdiv(builder.sub(stop, begin), size), size))
+            no_mask = ir.Constant(mask_type, [0] * lanes if lanes > 1 else 0)
+
+            entry = builder.block
+            group_head = builder.append_basic_block("find.group")
+            step = builder.append_basic_block("find.step")
+            group_end = builder.append_basic_block("find.group_end")
+            latch = builder.append_basic_block("find.next_group")
+            done = builder.append_basic_block("find.done")
+            builder.cbranch(builder.icmp_signed("<", begin, full_end), group_head, done)
+
+            builder.position_at_end(group_head)
+            group_start = builder.phi(I64)
+            builder.branch(step)
+            builder.position_at_end(step)
+            index = builder.phi(I64)
+            masks = [builder.phi(mask_type) for _ in query_lanes]
+            loaded = [builder.load(builder.gep(base, [index], source_etype=element), typ=lane_type,
+                                   align=element.width // 8) for base in bases]  # fmt: skip
+            updated = [builder.or_(mask, builder.sext(_below(builder, loaded, query, limit, register_bits), mask_type))
+                       for mask, query, limit in zip(masks, query_lanes, limits, strict=True)]  # fmt: skip
+            following = builder.add(index, ir.Constant(I64, lanes))
+            index.add_incoming(group_start, group_head)
+            index.add_incoming(following, step)
+            for mask, new in zip(masks, updated, strict=True):
+                mask.add_incoming(no_mask, group_head)
+                mask.add_incoming(new, step)
+            builder.cbranch(builder.icmp_signed("<", following, builder.add(group_start, size)), step, group_end)
+
+            builder.position_at_end(group_end)
+            hits = [_any(builder, mask) for mask in updated]
+            found = hits[0] if queries == 1 else builder.or_(hits[0], hits[1])
+            builder.cbranch(found, done, latch)
+            builder.position_at_end(latch)
+            next_group = builder.add(group_start, size)
+            group_start.add_incoming(begin, entry)
+            group_start.add_incoming(next_group, latch)
+            builder.cbranch(builder.icmp_signed("<", next_group, full_end), group_head, done)
+
+            builder.position_at_end(done)
+            position = builder.phi(I64)
+            position.add_incoming(full_end, entry)
+            position.add_incoming(group_start, group_end)
+            position.add_incoming(full_end, latch)
+            flags = []
+            for hit in hits:  # every phi first, then the extensions
+                flag = builder.phi(ir.IntType(1))
+                flag.add_incoming(ir.Constant(ir.IntType(1), 0), entry)
+                flag.add_incoming(hit, group_end)
+                flag.add_incoming(ir.Constant(ir.IntType(1), 0), latch)
+                flags.append(flag)
+            flags = [builder.zext(flag, I64) for flag in flags] + [ir.Constant(I64, 0)] * (2 - queries)
+            return context.make_tuple(builder, sig.return_type, [position, *flags])
+
+        return signature, codegen
+
+    return find
+
+
+def _broadcast(builder: ir.IRBuilder, value: ir.Value, lane_type: ir.Type) -> ir.Value:
+    return _splat(builder, value, lane_type) if isinstance(lane_type, ir.VectorType) else value
