@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -161,9 +162,11 @@ def run_export_milvus(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from ..index import simd
     from ..index.storage import read_manifest
 
     print(json.dumps(read_manifest(args.index_dir), indent=2, sort_keys=True))
+    print(simd.describe(simd.KERNEL), file=sys.stderr)  # stderr: stdout stays the manifest's JSON
     return 0
 
 

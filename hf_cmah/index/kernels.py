@@ -41,10 +41,10 @@ from .popcount import first_hit
 # Words per block: 4096 × 8 bytes = 32 KiB of 64-bit codes, one L1d, visited by every query
 # of a task before the next block is read.
 CODE_BLOCK = 4096
-# Each group of this many codes is first counted against a query's bound (vectorised, no
-# branches); only on a hit are its distances written out and read one by one. 64…1024 were
-# within noise of each other at 10k–100k 64-bit codes, 512 and 1024 fastest at 1M.
-CHECK_GROUP = 512
+# The scan stops at each group of this many codes holding a hit; its distances are then written out and
+# read one by one. A group costs one test of its ORed compare masks, so small groups are cheap, and a hit
+# costs a group's distances: 128, 256 and 512 were within this machine's noise at 1M × 64 bits.
+CHECK_GROUP = 256
 # From this many queries a task, 128-bit blocks are first split into two planes (first words, second words):
 # the count and distance loops then read two plain arrays instead of de-interleaving word pairs for every query,
 # 1.2–1.7× faster on batches of 1000 and 1.1–1.3× on batches of 2–7; a single query does not repay the copy.

@@ -1,23 +1,21 @@
-"""The exact kernel's hot loop written as explicit LLVM vectors: count the codes of a span closer than a bound.
+"""The exact kernel's hot loop as explicit LLVM vectors: find the next group of codes with one closer than a bound.
 
 Why explicit, not left to LLVM's loop vectoriser (docs/BENCHMARKS.md, issue 21): the
-vectoriser's choice of width, unrolling and popcount sequence depends on the CPU model it
-guesses, and on an AVX-512 VPOPCNTDQ Xeon it left the kernel at 25 % of a plain C scan. Here
-the register width is chosen by the caller (`hf_cmah.index.simd`), so the same source gives:
+vectoriser's width, unrolling and popcount sequence depend on the CPU model it guesses, and
+on an AVX-512 VPOPCNTDQ Xeon it left the kernel at 25 % of a plain C scan. Here the register
+width is the caller's choice (`hf_cmah.index.simd`), and the same source gives:
 
-- ``register_bits=512``: 512-bit vectors, ``vpopcntq``/``vpopcntd`` on AVX-512 VPOPCNTDQ. The
-  function is marked ``"min-legal-vector-width"="512"``, without which LLVM splits 512-bit
-  vectors into 256-bit halves on CPUs tuned to prefer 256-bit ones (all Intel server parts).
+- ``register_bits=512``: 512-bit vectors, ``vpopcntq`` on AVX-512 VPOPCNTDQ, even on CPUs
+  tuned to prefer 256-bit vectors (Intel server parts): that preference binds only the loop
+  vectoriser (a test compiles this loop for Sapphire Rapids and looks).
 - ``register_bits=256``: 256-bit vectors, the ``vpshufb`` nibble-table popcount on AVX2.
 - ``register_bits=0``: one code at a time with the ``popcnt`` instruction as inline assembly
   on x86-64, which no vectoriser can widen (LLVM ``ctpop`` elsewhere).
 
-Each loop reads two registers' worth of codes per step (two independent chains keep the
-popcount units busy for a single query) and XORs every load with one or two queries (two
-queries a load halve the reads of a batch), exactly like the C probe
-`benchmarks/ceiling/popcount_scan.c` whose count is the ceiling we are measured against.
-A distance is the sum over ``planes`` arrays (128-bit codes split into first and second
-words), counted lane by lane with signed compares and reduced once per call.
+Each step reads two registers' worth of codes and XORs them with one or two queries (two
+queries a load halve a batch's reads), like the C probe `benchmarks/ceiling/popcount_scan.c`
+that measures the ceiling. The scan stops only at a group with a hit, so a group costs one
+test of its ORed compare masks, not a reduction and a call.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+I1 = ir.IntType(1)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 X86_64 = platform.machine().lower() in {"x86_64", "amd64"}
@@ -46,19 +45,15 @@ def _splat(builder: ir.IRBuilder, value: ir.Value, vector: ir.VectorType) -> ir.
 
 
 def _resize(builder: ir.IRBuilder, value: ir.Value, target: ir.IntType) -> ir.Value:
-    """An integer (or vector of integers) truncated or zero-extended to ``target`` lanes."""
-    source = value.type.element if isinstance(value.type, ir.VectorType) else value.type
-    if isinstance(value.type, ir.VectorType):
-        target = ir.VectorType(target, value.type.count)
-    if source.width > target_width(target):
-        return builder.trunc(value, target)
-    if source.width < target_width(target):
-        return builder.zext(value, target)
+    """An integer (or each lane of a vector of them) truncated or zero-extended to ``target``."""
+    vector = isinstance(value.type, ir.VectorType)
+    source = value.type.element if vector else value.type
+    wanted = ir.VectorType(target, value.type.count) if vector else target
+    if source.width > target.width:
+        return builder.trunc(value, wanted)
+    if source.width < target.width:
+        return builder.zext(value, wanted)
     return value
-
-
-def target_width(target: ir.Type) -> int:
-    return (target.element if isinstance(target, ir.VectorType) else target).width
 
 
 def _popcount(builder: ir.IRBuilder, value: ir.Value, register_bits: int) -> ir.Value:
@@ -67,10 +62,14 @@ def _popcount(builder: ir.IRBuilder, value: ir.Value, register_bits: int) -> ir.
         wide = _resize(builder, value, I64)
         count = builder.asm(ir.FunctionType(I64, [I64]), "popcntq $1, $0", "=r,r", [wide], side_effect=False)
         return _resize(builder, count, value.type)
-    suffix = f"v{value.type.count}i{value.type.element.width}" if isinstance(value.type, ir.VectorType) else (
-        f"i{value.type.width}"
+    suffix = (
+        f"v{value.type.count}i{value.type.element.width}"
+        if isinstance(value.type, ir.VectorType)
+        else (f"i{value.type.width}")
     )
-    ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(value.type, [value.type]), f"llvm.ctpop.{suffix}")
+    ctpop = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(value.type, [value.type]), f"llvm.ctpop.{suffix}"
+    )
     return builder.call(ctpop, [value])
 
 
@@ -88,7 +87,9 @@ def _any(builder, lanes: ir.Value) -> ir.Value:
         return lanes
     element = lanes.type.element
     reduce = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(element, [lanes.type]), f"llvm.vector.reduce.or.v{lanes.type.count}i{element.width}"
+        builder.module,
+        ir.FunctionType(element, [lanes.type]),
+        f"llvm.vector.reduce.or.v{lanes.type.count}i{element.width}",
     )
     return builder.icmp_unsigned("!=", builder.call(reduce, [lanes]), ir.Constant(element, 0))
 
@@ -120,15 +121,15 @@ def first_hit(register_bits: int, queries: int, planes: int, group: int):
             element = ir.IntType(sig.args[4].bitwidth)
             lanes = 2 * register_bits // element.width if register_bits else 1  # two registers a step
             assert group % lanes == 0, "a group is whole steps"
-            if register_bits > 256:
-                set.add(builder.function.attributes, f'"min-legal-vector-width"="{register_bits}"')
             lane_type = ir.VectorType(element, lanes) if lanes > 1 else element
             # Compare masks are ORed as full-width lanes: ORing them as ``i1`` vectors costs LLVM a pack per step.
-            mask_type = lane_type if lanes > 1 else ir.IntType(1)
+            mask_type = lane_type if lanes > 1 else I1
             bases = [builder.inttoptr(address, ir.PointerType()) for address in args[:planes]]
             query_lanes = [[_broadcast(builder, _resize(builder, word, element), lane_type) for word in words[:planes]]
                            for words in ([args[4], args[5]], [args[6], args[7]])[:queries]]  # fmt: skip
-            limits = [_broadcast(builder, _resize(builder, bound, element), lane_type) for bound in args[8 : 8 + queries]]
+            limits = [
+                _broadcast(builder, _resize(builder, bound, element), lane_type) for bound in args[8 : 8 + queries]
+            ]
             begin, stop = _resize(builder, args[2], I64), _resize(builder, args[3], I64)
             size = ir.Constant(I64, group)
             full_end = builder.add(begin, builder.mul(builder.sdiv(builder.sub(stop, begin), size), size))
@@ -177,10 +178,10 @@ def first_hit(register_bits: int, queries: int, planes: int, group: int):
             position.add_incoming(full_end, latch)
             flags = []
             for hit in hits:  # every phi first, then the extensions
-                flag = builder.phi(ir.IntType(1))
-                flag.add_incoming(ir.Constant(ir.IntType(1), 0), entry)
+                flag = builder.phi(I1)
+                flag.add_incoming(ir.Constant(I1, 0), entry)
                 flag.add_incoming(hit, group_end)
-                flag.add_incoming(ir.Constant(ir.IntType(1), 0), latch)
+                flag.add_incoming(ir.Constant(I1, 0), latch)
                 flags.append(flag)
             flags = [builder.zext(flag, I64) for flag in flags] + [ir.Constant(I64, 0)] * (2 - queries)
             return context.make_tuple(builder, sig.return_type, [position, *flags])

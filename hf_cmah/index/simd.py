@@ -18,7 +18,7 @@ import functools
 import os
 
 import numba
-from llvmlite import binding
+from numba.core import codegen
 
 ENVIRONMENT_VARIABLE = "HF_CMAH_SEARCH_KERNEL"
 # Register bits of each variant's loop, which `hf_cmah.index.popcount.count_below` takes; 0 is the scalar loop.
@@ -29,8 +29,8 @@ REQUIRED_FEATURES = {"scalar": {"popcnt"}, "avx2": {"avx2"}, "avx512": {"avx512f
 
 @functools.cache
 def cpu_features() -> frozenset[str]:
-    """The host's LLVM CPU features that numba compiles for (``NUMBA_CPU_FEATURES`` when it is set)."""
-    flattened = numba.config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
+    """The host's LLVM CPU features that numba compiles for (``NUMBA_CPU_FEATURES``, ``NUMBA_ENABLE_AVX`` respected)."""
+    flattened = numba.config.CPU_FEATURES or codegen.get_host_cpu_features()
     return frozenset(feature[1:] for feature in flattened.split(",") if feature.startswith("+"))
 
 

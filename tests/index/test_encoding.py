@@ -13,7 +13,7 @@ from hf_cmah.data import collect_source
 from hf_cmah.data.builders.meshfolder import collect
 from hf_cmah.data.records import ShapeRecord
 from hf_cmah.errors import InvalidInputError, MeshLoadError
-from hf_cmah.index import ShapeIndex, build_index, list_mesh_folder
+from hf_cmah.index import ShapeIndex, build_index, list_mesh_folder, simd
 from hf_cmah.index import ShapeRecord as OldShapeRecord
 from hf_cmah.index.encoding import ShapeEncoder
 
@@ -102,7 +102,9 @@ def test_cli_build_info_and_search(model, library, tmp_path, capsys):
     )
     assert "skipped table/broken" in capsys.readouterr().out
     assert run_cli(["index", "info", str(tmp_path / "ix")]) == 0
-    assert '"count": 5' in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["count"] == 5
+    assert printed.err.startswith(f"search kernel {simd.KERNEL} (")
     code = ShapeIndex.load(tmp_path / "ix").codes[2].tobytes().hex()
     assert run_cli(["search", str(tmp_path / "ix"), "--code", code, "-k", "2", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)

@@ -48,7 +48,7 @@ def test_heavy_ties_are_broken_by_row(code_bits, batch):
 )
 @pytest.mark.parametrize("batch", [2, 40])
 def test_thread_pool_tasks_equal_brute_force(monkeypatch, code_bits, num_codes, batch):
-    """Split by codes (small batch) or by queries (large batch) on 3 threads; 32-bit codes go two to a word."""
+    """Split by codes (small batch) or by queries (large batch) on 3 threads, odd code counts too."""
     monkeypatch.setattr(kernels, "PARALLEL_MIN_PAIRS", 0)  # use the thread pool even for this small search
     rng = np.random.default_rng(num_codes + batch)
     codes = rng.integers(0, 256, (num_codes, code_bits // 8), dtype=np.uint8)
@@ -61,10 +61,10 @@ def test_thread_pool_tasks_equal_brute_force(monkeypatch, code_bits, num_codes, 
 
 
 @pytest.mark.parametrize("num_codes", [1, 2, 3, 6, 7])
-def test_32_bit_codes_of_any_count_including_the_unpaired_last_row(num_codes):
-    """32-bit codes are searched two to a word; an odd last row is searched on its own and merged by (distance, row)."""
+def test_32_bit_codes_of_any_count(num_codes):
+    """Fewer 32-bit codes than one vector step: the scalar end of the scan, ties in row order."""
     codes = np.zeros((num_codes, 4), np.uint8)  # all equal: every distance ties, rows must come in order
-    codes[-1, 0] = num_codes % 2  # the unpaired last row: distance 1 (or 0 for an even count)
+    codes[-1, 0] = num_codes % 2  # the last row: distance 1 for an odd count, 0 for an even one
     rows, distances = topk_search(np.zeros((1, 4), np.uint8), codes, num_codes, 32)
     assert rows.tolist() == [list(range(num_codes))]
     expected = [0] * (num_codes - 1) + [1 if num_codes % 2 else 0]
