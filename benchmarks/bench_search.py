@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from machine import simd_flags
+from machine import machine_line
 from numba import njit, prange
 
+from hf_cmah.index import simd
 from hf_cmah.index.kernels import topk_search
 
 
@@ -333,7 +334,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    print(f"CPU SIMD: {simd_flags()}; numba {numba.__version__}; cores {numba.config.NUMBA_NUM_THREADS}")
+    print(f"{machine_line()}; numba {numba.__version__}")
+    print(simd.describe(simd.KERNEL))
     if any(size >= 10_000_000 for size in args.sizes):
         for threads in args.threads:
             numba.set_num_threads(threads)

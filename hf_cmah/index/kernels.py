@@ -57,6 +57,9 @@ WORD_DTYPES = tuple(np.dtype(word) for word in (np.uint64, np.uint32, np.uint16,
 # The kernel variants as the compiled code sees them (an int argument: one compiled scan serves all three).
 SCALAR, AVX2, AVX512 = 0, 1, 2
 VARIANT_CODES = {"scalar": SCALAR, "avx2": AVX2, "avx512": AVX512}
+# How the explicit loops read codes: one word each (8–64 bits), 128-bit blocks split into two planes, or
+# 128-bit word pairs as they lie.
+WORDS, PLANES, PAIRS = 0, 1, 2
 # The group finders, by (register bits, queries per load, planes); `_first_hit` picks one.
 _FIND_0_1_1, _FIND_0_2_1, _FIND_0_1_2, _FIND_0_2_2 = (first_hit(0, q, p, CHECK_GROUP) for p in (1, 2) for q in (1, 2))
 _FIND_256_1_1, _FIND_256_2_1, _FIND_256_1_2, _FIND_256_2_2 = (
@@ -64,6 +67,10 @@ _FIND_256_1_1, _FIND_256_2_1, _FIND_256_1_2, _FIND_256_2_2 = (
 )
 _FIND_512_1_1, _FIND_512_2_1, _FIND_512_1_2, _FIND_512_2_2 = (
     first_hit(512, q, p, CHECK_GROUP) for p in (1, 2) for q in (1, 2)
+)
+# 128-bit codes read as they lie in the index (word pairs), for queries that do not repay splitting into planes.
+_PAIRS_0_1, _PAIRS_0_2, _PAIRS_256_1, _PAIRS_256_2, _PAIRS_512_1, _PAIRS_512_2 = (
+    first_hit(bits, q, 2, CHECK_GROUP, interleaved=True) for bits in (0, 256, 512) for q in (1, 2)
 )
 
 
@@ -107,54 +114,42 @@ def _distance(queries, query, words, row, width):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _first_hit(variant, pair, first_address, second_address, planes, start, stop, q0a, q0b, q1a, q1b, bound0, bound1):
-    """`popcount.first_hit` for one or two queries over one or two planes (words at two addresses).
+def _first_hit(variant, pair, layout, first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1):
+    """`popcount.first_hit` for one or two queries, for a layout (`WORDS`, `PLANES`, `PAIRS`) and a variant.
 
     Only integers go in, so the hot loop handles no array (each costs atomic reference counting).
     """
-    if planes == 1 and not pair:
+    a, b, c, d, e, f, g, h, i, j = first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1
+    if layout == WORDS:
         if variant == AVX512:
-            return _FIND_512_1_1(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+            return _FIND_512_2_1(a, b, c, d, e, f, g, h, i, j) if pair else _FIND_512_1_1(a, b, c, d, e, f, g, h, i, j)
         if variant == AVX2:
-            return _FIND_256_1_1(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
-        return _FIND_0_1_1(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
-    if planes == 1:
+            return _FIND_256_2_1(a, b, c, d, e, f, g, h, i, j) if pair else _FIND_256_1_1(a, b, c, d, e, f, g, h, i, j)
+        return _FIND_0_2_1(a, b, c, d, e, f, g, h, i, j) if pair else _FIND_0_1_1(a, b, c, d, e, f, g, h, i, j)
+    if layout == PLANES:
         if variant == AVX512:
-            return _FIND_512_2_1(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+            return _FIND_512_2_2(a, b, c, d, e, f, g, h, i, j) if pair else _FIND_512_1_2(a, b, c, d, e, f, g, h, i, j)
         if variant == AVX2:
-            return _FIND_256_2_1(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
-        return _FIND_0_2_1(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
-    if not pair:
-        if variant == AVX512:
-            return _FIND_512_1_2(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
-        if variant == AVX2:
-            return _FIND_256_1_2(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
-        return _FIND_0_1_2(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+            return _FIND_256_2_2(a, b, c, d, e, f, g, h, i, j) if pair else _FIND_256_1_2(a, b, c, d, e, f, g, h, i, j)
+        return _FIND_0_2_2(a, b, c, d, e, f, g, h, i, j) if pair else _FIND_0_1_2(a, b, c, d, e, f, g, h, i, j)
     if variant == AVX512:
-        return _FIND_512_2_2(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+        return _PAIRS_512_2(a, b, c, d, e, f, g, h, i, j) if pair else _PAIRS_512_1(a, b, c, d, e, f, g, h, i, j)
     if variant == AVX2:
-        return _FIND_256_2_2(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
-    return _FIND_0_2_2(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
+        return _PAIRS_256_2(a, b, c, d, e, f, g, h, i, j) if pair else _PAIRS_256_1(a, b, c, d, e, f, g, h, i, j)
+    return _PAIRS_0_2(a, b, c, d, e, f, g, h, i, j) if pair else _PAIRS_0_1(a, b, c, d, e, f, g, h, i, j)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _count_below(queries, query, words, width, bound):
-    """How many codes of ``words`` (one group, word pairs or wider) lie closer than ``bound``: LLVM vectorises it.
+    """How many codes of ``words`` (one group of codes wider than 128 bits) lie closer than ``bound``.
 
-    Loops start at a literal 0 over a slice (an unknown start index vectorises ~2.5× worse).
-    Signed 64-bit compares on purpose: AVX2 has ``vpcmpgtq`` only for signed lanes.
+    Left to LLVM's vectoriser: loops start at a literal 0 over a slice (an unknown start index
+    vectorises ~2.5× worse).
     """
     limit = np.int64(bound)
     hits = np.int64(0)
-    units = words.shape[0] // width
-    if width == 2:  # 128-bit single queries: word pairs, read as they lie (splitting them does not repay one query)
-        first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
-        for unit in range(units):
-            total = _popcount(first ^ np.uint64(words[2 * unit])) + _popcount(second ^ np.uint64(words[2 * unit + 1]))
-            hits += np.int64(np.int64(total) < limit)
-    else:
-        for unit in range(units):
-            hits += np.int64(np.int64(_distance(queries, query, words, unit, width)) < limit)
+    for unit in range(words.shape[0] // width):
+        hits += np.int64(np.int64(_distance(queries, query, words, unit, width)) < limit)
     return hits
 
 
@@ -308,19 +303,19 @@ def _scan(variant, queries, words, width, first_query, last_query, row_offset, k
     scratch = np.empty(CHECK_GROUP, np.int32)
     planar = width == 2 and count >= PLANAR_MIN_QUERIES
     planes = np.empty((2, CODE_BLOCK if planar else 0), words.dtype)
-    # One-word codes, and 128-bit codes split into planes, are counted by the explicit vector loops, which read
-    # words at an address: a slice of an array in the loop costs two atomic reference-count updates, which at
-    # 512 codes a group was a quarter of the scan.
-    explicit = width == 1 or planar
+    # One-word and 128-bit codes are read by the explicit vector loops, at an address: a slice of an array in
+    # the loop costs two atomic reference-count updates, which at 512 codes a group was a quarter of the scan.
+    explicit = width <= 2
+    layout = WORDS if width == 1 else PLANES if planar else PAIRS
     plane_count = 1 if width == 1 else 2
-    first_address = words.ctypes.data if width == 1 else planes[0].ctypes.data
-    second_address = first_address if width == 1 else planes[1].ctypes.data
+    first_address = planes[0].ctypes.data if planar else words.ctypes.data
+    second_address = planes[1].ctypes.data if planar else first_address
     for block_start in range(0, units, CODE_BLOCK):
         block_stop = min(block_start + CODE_BLOCK, units)
         if planar:
             _split_planes(words[block_start * width : block_stop * width], planes)
         settling[:] = width >= 2  # wide codes: write distances at once while the bound still moves
-        offset = 0 if width == 1 else block_start  # planes hold the block's codes only
+        offset = block_start if planar else 0  # planes hold the block's codes only
         whole_stop = block_start + (block_stop - block_start) // CHECK_GROUP * CHECK_GROUP
         for slot in range(0, count, 2):
             pair = slot + 1 < count
@@ -333,7 +328,7 @@ def _scan(variant, queries, words, width, first_query, last_query, row_offset, k
                 if explicit and position < whole_stop and not (settling[slot] or settling[other]):
                     # The common case: skip to the first group where either query has a hit.
                     found, hit0, hit1 = _first_hit(
-                        variant, pair, first_address, second_address, plane_count, position - offset,
+                        variant, pair, layout, first_address, second_address, position - offset,
                         whole_stop - offset, q0a, q0b, q1a, q1b, bounds[slot], bounds[other],
                     )  # fmt: skip
                     position = found + offset
@@ -352,8 +347,8 @@ def _scan(variant, queries, words, width, first_query, last_query, row_offset, k
                         )  # fmt: skip
                     position = group_stop
                     continue
-                # One group at a time: a query still settling, the block's last part group, or a layout the
-                # explicit loops do not read (128-bit single queries, wider codes).
+                # One group at a time: a query still settling, the block's last part group, or codes wider
+                # than 128 bits, which the explicit loops do not read.
                 group_stop = min(position + CHECK_GROUP, block_stop)
                 for member in range(2 if pair else 1):
                     member_slot, member_query = (slot, query) if member == 0 else (other, other_query)
@@ -361,7 +356,7 @@ def _scan(variant, queries, words, width, first_query, last_query, row_offset, k
                     if not visit and explicit:
                         qa, qb = (q0a, q0b) if member == 0 else (q1a, q1b)
                         found, hit, _ = _first_hit(
-                            variant, False, first_address, second_address, plane_count, position - offset,
+                            variant, False, layout, first_address, second_address, position - offset,
                             group_stop - offset, qa, qb, qa, qb, bounds[member_slot], bounds[member_slot],
                         )  # fmt: skip
                         visit = hit != 0

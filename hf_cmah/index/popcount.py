@@ -73,12 +73,32 @@ def _popcount(builder: ir.IRBuilder, value: ir.Value, register_bits: int) -> ir.
     return builder.call(ctpop, [value])
 
 
-def _below(builder, loaded, query, limit, register_bits):
-    """Lanes whose distance (popcount of the XOR, summed over planes) is below ``limit``: an ``i1`` per code."""
+def _below(builder, loaded, query, limit, register_bits, interleaved):
+    """Lanes whose distance (popcount of the XOR, summed over planes) is below ``limit``: an ``i1`` per code.
+
+    ``interleaved``: one load holds word pairs (first, second, first, …), XORed with the query's
+    pair pattern; the two popcounts of each code are then added lane by lane.
+    """
     distance = _popcount(builder, builder.xor(loaded[0], query[0]), register_bits)
+    if interleaved:
+        lanes = distance.type.count // 2
+        evens = ir.Constant(ir.VectorType(I32, lanes), list(range(0, 2 * lanes, 2)))
+        odds = ir.Constant(ir.VectorType(I32, lanes), list(range(1, 2 * lanes, 2)))
+        distance = builder.add(
+            builder.shuffle_vector(distance, distance, evens), builder.shuffle_vector(distance, distance, odds)
+        )
     for plane in range(1, len(loaded)):
         distance = builder.add(distance, _popcount(builder, builder.xor(loaded[plane], query[plane]), register_bits))
     return builder.icmp_signed("<", distance, limit)
+
+
+def _pair_pattern(builder, first: ir.Value, second: ir.Value, lanes: int) -> ir.Value:
+    """``first, second, first, second, …`` over ``2 * lanes`` lanes: a query against interleaved word pairs."""
+    pair_type = ir.VectorType(first.type, 2)
+    pair = builder.insert_element(ir.Constant(pair_type, ir.Undefined), first, ir.Constant(I32, 0))
+    pair = builder.insert_element(pair, second, ir.Constant(I32, 1))
+    mask = ir.Constant(ir.VectorType(I32, 2 * lanes), [0, 1] * lanes)
+    return builder.shuffle_vector(pair, pair, mask)
 
 
 def _any(builder, lanes: ir.Value) -> ir.Value:
@@ -95,7 +115,7 @@ def _any(builder, lanes: ir.Value) -> ir.Value:
 
 
 @functools.cache
-def first_hit(register_bits: int, queries: int, planes: int, group: int):
+def first_hit(register_bits: int, queries: int, planes: int, group: int, interleaved: bool = False):
     """An intrinsic ``(first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1)
     -> (position, hit0, hit1)``: the first group of ``group`` codes from ``start`` holding a code
     closer than its query's bound.
@@ -107,8 +127,9 @@ def first_hit(register_bits: int, queries: int, planes: int, group: int):
     (fewer than ``group`` codes) itself. A code's distance is ``popcount(firsts[i] ^ qXa)``
     plus, with ``planes=2``, ``popcount(seconds[i] ^ qXb)``, where ``firsts``/``seconds`` are
     the words at the two addresses (``array.ctypes.data``) and the word type is the queries'
-    (uint8 … uint64). Addresses, not arrays: every array a numba loop handles costs atomic
-    reference counting. Each step reads two registers per query; a group's verdict is one
+    (uint8 … uint64); ``interleaved`` (with ``planes=2``) reads both words of code ``i`` at
+    ``2 i`` and ``2 i + 1`` of the first address instead, as 128-bit codes lie in an index.
+    Addresses, not arrays: every array a numba loop handles costs atomic reference counting. Each step reads two registers per query; a group's verdict is one
     test of the OR of its compare masks, so a group costs no reduction and no call.
     """
 
@@ -125,8 +146,19 @@ def first_hit(register_bits: int, queries: int, planes: int, group: int):
             # Compare masks are ORed as full-width lanes: ORing them as ``i1`` vectors costs LLVM a pack per step.
             mask_type = lane_type if lanes > 1 else I1
             bases = [builder.inttoptr(address, ir.PointerType()) for address in args[:planes]]
-            query_lanes = [[_broadcast(builder, _resize(builder, word, element), lane_type) for word in words[:planes]]
+            query_words = [[_resize(builder, word, element) for word in words[:planes]]
                            for words in ([args[4], args[5]], [args[6], args[7]])[:queries]]  # fmt: skip
+            wide = interleaved and lanes > 1  # one load of 2 × lanes words; scalar pairs are two plain loads
+            if interleaved:
+                bases = (
+                    [bases[0]]
+                    if wide
+                    else [bases[0], builder.gep(bases[0], [ir.Constant(I64, 1)], source_etype=element)]
+                )
+            if wide:
+                query_lanes = [[_pair_pattern(builder, first, second, lanes)] for first, second in query_words]
+            else:
+                query_lanes = [[_broadcast(builder, word, lane_type) for word in words] for words in query_words]
             limits = [
                 _broadcast(builder, _resize(builder, bound, element), lane_type) for bound in args[8 : 8 + queries]
             ]
@@ -149,10 +181,14 @@ def first_hit(register_bits: int, queries: int, planes: int, group: int):
             builder.position_at_end(step)
             index = builder.phi(I64)
             masks = [builder.phi(mask_type) for _ in query_lanes]
-            loaded = [builder.load(builder.gep(base, [index], source_etype=element), typ=lane_type,
+            word_index = builder.mul(index, ir.Constant(I64, 2)) if interleaved else index
+            load_type = ir.VectorType(element, 2 * lanes) if wide else lane_type
+            loaded = [builder.load(builder.gep(base, [word_index], source_etype=element), typ=load_type,
                                    align=element.width // 8) for base in bases]  # fmt: skip
-            updated = [builder.or_(mask, builder.sext(_below(builder, loaded, query, limit, register_bits), mask_type))
-                       for mask, query, limit in zip(masks, query_lanes, limits, strict=True)]  # fmt: skip
+            updated = [
+                builder.or_(mask, builder.sext(_below(builder, loaded, query, limit, register_bits, wide), mask_type))
+                for mask, query, limit in zip(masks, query_lanes, limits, strict=True)
+            ]
             following = builder.add(index, ir.Constant(I64, lanes))
             index.add_incoming(group_start, group_head)
             index.add_incoming(following, step)

@@ -14,7 +14,8 @@ def test_every_section_runs_and_every_exact_row_matches_faiss_and_numpy():
     run = subprocess.run([sys.executable, SCRIPT, *arguments.split()], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
-    assert lines[0].startswith("CPU SIMD: avx2=")
+    assert lines[0].startswith("CPU: ") and "SIMD: avx2=" in lines[0]
+    assert lines[1].startswith("search kernel ")
     exact_rows = [line for line in lines if line.startswith("| 3,000 |")]
     assert len(exact_rows) == 2 * 2 and all(row.endswith("| yes |") for row in exact_rows), run.stdout
     approximate_rows = [line for line in lines if line.startswith("| clustered |")]
