@@ -32,6 +32,8 @@ I1 = ir.IntType(1)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 X86_64 = platform.machine().lower() in {"x86_64", "amd64"}
+# The scalar loop's step: this many codes, each its own ``popcnt``, so they overlap in the pipeline.
+SCALAR_CODES_A_STEP = 4
 if X86_64:
     binding.initialize_native_asmparser()  # numba sets up no assembly parser, which inline ``popcnt`` needs
 
@@ -141,7 +143,7 @@ def first_hit(register_bits: int, queries: int, planes: int, group: int, interle
         def codegen(context, builder, sig, args):
             element = ir.IntType(sig.args[4].bitwidth)
             lanes = 2 * register_bits // element.width if register_bits else 1  # two registers a step
-            assert group % lanes == 0, "a group is whole steps"
+            assert group % max(lanes, SCALAR_CODES_A_STEP) == 0, "a group is whole steps"
             lane_type = ir.VectorType(element, lanes) if lanes > 1 else element
             # Compare masks are ORed as full-width lanes: ORing them as ``i1`` vectors costs LLVM a pack per step.
             mask_type = lane_type if lanes > 1 else I1
@@ -181,15 +183,20 @@ def first_hit(register_bits: int, queries: int, planes: int, group: int, interle
             builder.position_at_end(step)
             index = builder.phi(I64)
             masks = [builder.phi(mask_type) for _ in query_lanes]
-            word_index = builder.mul(index, ir.Constant(I64, 2)) if interleaved else index
             load_type = ir.VectorType(element, 2 * lanes) if wide else lane_type
-            loaded = [builder.load(builder.gep(base, [word_index], source_etype=element), typ=load_type,
-                                   align=element.width // 8) for base in bases]  # fmt: skip
-            updated = [
-                builder.or_(mask, builder.sext(_below(builder, loaded, query, limit, register_bits, wide), mask_type))
-                for mask, query, limit in zip(masks, query_lanes, limits, strict=True)
-            ]
-            following = builder.add(index, ir.Constant(I64, lanes))
+            updated = list(masks)
+            for code in range(1 if lanes > 1 else SCALAR_CODES_A_STEP):  # the scalar loop: independent popcnts
+                code_index = builder.add(index, ir.Constant(I64, code))
+                word_index = builder.mul(code_index, ir.Constant(I64, 2)) if interleaved else code_index
+                loaded = [builder.load(builder.gep(base, [word_index], source_etype=element), typ=load_type,
+                                       align=element.width // 8) for base in bases]  # fmt: skip
+                updated = [
+                    builder.or_(
+                        mask, builder.sext(_below(builder, loaded, query, limit, register_bits, wide), mask_type)
+                    )
+                    for mask, query, limit in zip(updated, query_lanes, limits, strict=True)
+                ]
+            following = builder.add(index, ir.Constant(I64, lanes if lanes > 1 else SCALAR_CODES_A_STEP))
             index.add_incoming(group_start, group_head)
             index.add_incoming(following, step)
             for mask, new in zip(masks, updated, strict=True):
