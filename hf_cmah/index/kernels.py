@@ -36,7 +36,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from . import simd
-from .popcount import first_hit
+from .popcount import PAIRS, PLANES, WORDS, find_first_hit
 
 # Words per block: 4096 × 8 bytes = 32 KiB of 64-bit codes, one L1d, visited by every query
 # of a task before the next block is read.
@@ -54,24 +54,10 @@ PLANAR_MIN_QUERIES = 2
 PARALLEL_MIN_PAIRS = 1 << 22
 # Widest first; dtype objects made once (``np.dtype(...)`` costs ~0.25 µs, a tenth of a small search's overhead).
 WORD_DTYPES = tuple(np.dtype(word) for word in (np.uint64, np.uint32, np.uint16, np.uint8))
-# The kernel variants as the compiled code sees them (an int argument: one compiled scan serves all three).
-SCALAR, AVX2, AVX512 = 0, 1, 2
-VARIANT_CODES = {"scalar": SCALAR, "avx2": AVX2, "avx512": AVX512}
-# How the explicit loops read codes: one word each (8–64 bits), 128-bit blocks split into two planes, or
-# 128-bit word pairs as they lie.
-WORDS, PLANES, PAIRS = 0, 1, 2
-# The group finders, by (register bits, queries per load, planes); `_first_hit` picks one.
-_FIND_0_1_1, _FIND_0_2_1, _FIND_0_1_2, _FIND_0_2_2 = (first_hit(0, q, p, CHECK_GROUP) for p in (1, 2) for q in (1, 2))
-_FIND_256_1_1, _FIND_256_2_1, _FIND_256_1_2, _FIND_256_2_2 = (
-    first_hit(256, q, p, CHECK_GROUP) for p in (1, 2) for q in (1, 2)
-)
-_FIND_512_1_1, _FIND_512_2_1, _FIND_512_1_2, _FIND_512_2_2 = (
-    first_hit(512, q, p, CHECK_GROUP) for p in (1, 2) for q in (1, 2)
-)
-# 128-bit codes read as they lie in the index (word pairs), for queries that do not repay splitting into planes.
-_PAIRS_0_1, _PAIRS_0_2, _PAIRS_256_1, _PAIRS_256_2, _PAIRS_512_1, _PAIRS_512_2 = (
-    first_hit(bits, q, 2, CHECK_GROUP, interleaved=True) for bits in (0, 256, 512) for q in (1, 2)
-)
+# The kernel variants as the compiled code sees them: an int argument, so one compiled scan serves all three.
+VARIANT_CODES = {name: code for code, name in enumerate(simd.REGISTER_BITS)}
+# Every explicit loop (variant × layout × one or two queries) behind one intrinsic.
+_FIRST_HIT = find_first_hit(CHECK_GROUP, tuple(simd.REGISTER_BITS.values()))
 
 
 @intrinsic
@@ -111,32 +97,6 @@ def _distance(queries, query, words, row, width):
     for word in range(width):
         total += _popcount(np.uint64(queries[query * width + word]) ^ np.uint64(words[row * width + word]))
     return total
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _first_hit(variant, pair, layout, first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1):
-    """`popcount.first_hit` for one or two queries, for a layout (`WORDS`, `PLANES`, `PAIRS`) and a variant.
-
-    Only integers go in, so the hot loop handles no array (each costs atomic reference counting).
-    """
-    a, b, c, d, e, f, g, h, i, j = first_address, second_address, start, stop, q0a, q0b, q1a, q1b, bound0, bound1
-    if layout == WORDS:
-        if variant == AVX512:
-            return _FIND_512_2_1(a, b, c, d, e, f, g, h, i, j) if pair else _FIND_512_1_1(a, b, c, d, e, f, g, h, i, j)
-        if variant == AVX2:
-            return _FIND_256_2_1(a, b, c, d, e, f, g, h, i, j) if pair else _FIND_256_1_1(a, b, c, d, e, f, g, h, i, j)
-        return _FIND_0_2_1(a, b, c, d, e, f, g, h, i, j) if pair else _FIND_0_1_1(a, b, c, d, e, f, g, h, i, j)
-    if layout == PLANES:
-        if variant == AVX512:
-            return _FIND_512_2_2(a, b, c, d, e, f, g, h, i, j) if pair else _FIND_512_1_2(a, b, c, d, e, f, g, h, i, j)
-        if variant == AVX2:
-            return _FIND_256_2_2(a, b, c, d, e, f, g, h, i, j) if pair else _FIND_256_1_2(a, b, c, d, e, f, g, h, i, j)
-        return _FIND_0_2_2(a, b, c, d, e, f, g, h, i, j) if pair else _FIND_0_1_2(a, b, c, d, e, f, g, h, i, j)
-    if variant == AVX512:
-        return _PAIRS_512_2(a, b, c, d, e, f, g, h, i, j) if pair else _PAIRS_512_1(a, b, c, d, e, f, g, h, i, j)
-    if variant == AVX2:
-        return _PAIRS_256_2(a, b, c, d, e, f, g, h, i, j) if pair else _PAIRS_256_1(a, b, c, d, e, f, g, h, i, j)
-    return _PAIRS_0_2(a, b, c, d, e, f, g, h, i, j) if pair else _PAIRS_0_1(a, b, c, d, e, f, g, h, i, j)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -327,7 +287,7 @@ def _scan(variant, queries, words, width, first_query, last_query, row_offset, k
             while position < block_stop:
                 if explicit and position < whole_stop and not (settling[slot] or settling[other]):
                     # The common case: skip to the first group where either query has a hit.
-                    found, hit0, hit1 = _first_hit(
+                    found, hit0, hit1 = _FIRST_HIT(
                         variant, pair, layout, first_address, second_address, position - offset,
                         whole_stop - offset, q0a, q0b, q1a, q1b, bounds[slot], bounds[other],
                     )  # fmt: skip
@@ -355,7 +315,7 @@ def _scan(variant, queries, words, width, first_query, last_query, row_offset, k
                     visit = settling[member_slot] or (explicit and group_stop - position < CHECK_GROUP)
                     if not visit and explicit:
                         qa, qb = (q0a, q0b) if member == 0 else (q1a, q1b)
-                        found, hit, _ = _first_hit(
+                        found, hit, _ = _FIRST_HIT(
                             variant, False, layout, first_address, second_address, position - offset,
                             group_stop - offset, qa, qb, qa, qb, bounds[member_slot], bounds[member_slot],
                         )  # fmt: skip
