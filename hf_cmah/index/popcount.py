@@ -9,13 +9,16 @@ width is the caller's choice (`hf_cmah.index.simd`), and the same source gives:
   tuned to prefer 256-bit vectors (Intel server parts): that preference binds only the loop
   vectoriser (a test compiles this loop for Sapphire Rapids and looks).
 - ``register_bits=256``: 256-bit vectors, the ``vpshufb`` nibble-table popcount on AVX2.
-- ``register_bits=0``: one code at a time with the ``popcnt`` instruction as inline assembly
-  on x86-64, which no vectoriser can widen (LLVM ``ctpop`` elsewhere).
+- ``register_bits=0``: the ``popcnt`` instruction as inline assembly on x86-64, four codes a
+  step, which no vectoriser can widen (LLVM ``ctpop`` elsewhere).
 
 Each step reads two registers' worth of codes and XORs them with one or two queries (two
 queries a load halve a batch's reads), like the C probe `benchmarks/ceiling/popcount_scan.c`
 that measures the ceiling. The scan stops only at a group with a hit, so a group costs one
 test of its ORed compare masks, not a reduction and a call.
+
+Numba caches the kernel keyed on `kernels.py`'s timestamp, not this file's: after editing
+only this file, touch `kernels.py`.
 """
 
 from __future__ import annotations
