@@ -77,13 +77,28 @@ def _array_to_pil(array: np.ndarray, where: str) -> Image.Image:
 
 
 def _fit_square(image: Image.Image, size: int, background: tuple[int, int, int]) -> Image.Image:
-    """Pad to a square on ``background`` (never crop: the whole object stays in view), then resize."""
+    """Pad to a square (never crop: the whole object stays in view), then resize.
+
+    The padding is the image's own ground when its border is one colour — black for a silhouette
+    mask such as Pix3D's, grey for a studio shot — so padding never draws bands that are not in the
+    picture; other images are padded with ``background``.
+    """
     side = max(image.width, image.height)
     if image.width != image.height:
-        canvas = Image.new("RGB", (side, side), background)
+        canvas = Image.new("RGB", (side, side), _border_colour(image) or background)
         canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
         image = canvas
     return image.resize((size, size), Image.Resampling.BICUBIC)
+
+
+def _border_colour(image: Image.Image, tolerance: int = 16, share: float = 0.95) -> tuple[int, int, int] | None:
+    """The median colour of the outermost pixels when ``share`` of them lie within ``tolerance`` of it, else None."""
+    pixels = np.asarray(image, dtype=np.int16)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    median = np.median(border, axis=0)
+    if (np.abs(border - median).max(axis=1) <= tolerance).mean() < share:
+        return None
+    return tuple(int(value) for value in median.round())
 
 
 def _mesh_to_points(mesh: Any, count: int, seed: int) -> np.ndarray:
@@ -145,7 +160,7 @@ class CMAHProcessor(ImageProcessingMixin):
     Args:
         image_size (`int`, defaults to 224): output side of square images.
         image_mean / image_std (`list[float]`): per-channel normalisation after scaling to 0..1.
-        background_color (`list[int]`, defaults to white): fill for alpha and for padding to square.
+        background_color (`list[int]`, defaults to white): fill for alpha, and for padding to square where the image's border is not one colour.
         num_points (`int`, defaults to 1024): points per cloud after resampling.
         up_axis (`str`, defaults to `"y"`): the up axis of the INPUT shapes; `"z"` rotates z-up data to y-up.
         model_up_axis (`str`, defaults to `"y"`): the up axis the MODEL was trained with; `"z"` (OpenShape

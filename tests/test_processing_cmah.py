@@ -35,14 +35,27 @@ def test_every_image_kind_becomes_normalised_pixel_values(processor, image):
     assert torch.isfinite(pixel_values).all()
 
 
+def _normalised(processor, rgb: tuple[float, float, float]) -> np.ndarray:
+    return (np.array(rgb) - np.array(processor.image_mean)) / np.array(processor.image_std)
+
+
 def test_transparent_pixels_composite_on_white_and_padding_keeps_the_object(processor):
     image = Image.new("RGBA", (64, 32), (0, 0, 0, 0))
-    image.paste((0, 0, 0, 255), (0, 0, 64, 32))  # opaque black band, 2:1 aspect
+    image.paste((0, 0, 0, 255), (0, 0, 32, 32))  # opaque black left half, red right half: a border of two colours
+    image.paste((255, 0, 0, 255), (32, 0, 64, 32))
     pixels = processor(images=image, return_tensors="np")["pixel_values"][0]
-    white = (1.0 - np.array(processor.image_mean)) / np.array(processor.image_std)
-    black = (0.0 - np.array(processor.image_mean)) / np.array(processor.image_std)
-    assert np.allclose(pixels[:, 0, 16], white, atol=1e-3)  # padding above the band is white
-    assert np.allclose(pixels[:, 16, 16], black, atol=1e-3)  # the band itself is intact, not cropped
+    assert np.allclose(pixels[:, 0, 8], _normalised(processor, (1, 1, 1)), atol=1e-3)  # padding above is white
+    assert np.allclose(pixels[:, 16, 8], _normalised(processor, (0, 0, 0)), atol=1e-3)  # the band is intact
+    transparent = processor(images=Image.new("RGBA", (32, 32), (0, 0, 0, 0)), return_tensors="np")["pixel_values"]
+    assert np.allclose(transparent[0, :, 16, 16], _normalised(processor, (1, 1, 1)), atol=1e-3)
+
+
+def test_a_silhouette_mask_is_padded_with_its_own_black_ground(processor):
+    mask = Image.new("L", (64, 32), 0)  # a Pix3D-style mask: white object on black, 2:1 aspect
+    mask.paste(255, (16, 8, 48, 24))
+    pixels = processor(images=mask, return_tensors="np")["pixel_values"][0]
+    assert np.allclose(pixels[:, 2, 16], _normalised(processor, (0, 0, 0)), atol=1e-3)  # padding: black, no bands
+    assert np.allclose(pixels[:, 16, 16], _normalised(processor, (1, 1, 1)), atol=1e-3)  # the object is intact
 
 
 def test_points_are_centred_in_the_unit_ball_and_resampled(processor):

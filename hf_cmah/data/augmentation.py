@@ -32,6 +32,7 @@ def sample_seed(seed: int, epoch: int, row: int, view: int = 0) -> int:
 class ImageAugmentation:
     """Probabilities and ranges of each augmentation; a probability of 0 (or a zero strength) turns it off."""
 
+    silhouette_p: float = 0.0  # RGBA images: their alpha as a white-on-black mask, the form of Pix3D's real masks
     background_p: float = 0.8  # RGBA images: a random solid or gradient background instead of white
     gradient_p: float = 0.5  # of those backgrounds, the share that are two-colour gradients
     crop_p: float = 0.8
@@ -48,7 +49,7 @@ class ImageAugmentation:
     jpeg_quality: tuple[int, int] = (30, 90)
 
     def __post_init__(self) -> None:
-        for name in ("background_p", "gradient_p", "crop_p", "grayscale_p", "blur_p", "jpeg_p"):
+        for name in ("silhouette_p", "background_p", "gradient_p", "crop_p", "grayscale_p", "blur_p", "jpeg_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"augmentation.{name}: expected a probability in [0, 1], got {getattr(self, name)}")
         for name in ("brightness", "contrast", "saturation"):
@@ -65,6 +66,9 @@ class ImageAugmentation:
     def __call__(self, image: Image.Image, seed: int) -> Image.Image:
         """The augmented RGB image, the same size as ``image``; the same ``seed`` gives the same result."""
         rng = np.random.default_rng(seed)
+        # Drawn only when on, so that every other draw (and each image of an older recipe) stays the same.
+        if self.silhouette_p and _has_alpha(image) and rng.random() < self.silhouette_p:
+            image = _silhouette(image)
         image = self._background(image, rng)
         if rng.random() < self.crop_p:
             image = self._crop(image, rng)
@@ -84,7 +88,7 @@ class ImageAugmentation:
         draw_background, draw_gradient = rng.random() < self.background_p, rng.random() < self.gradient_p
         colours = rng.integers(0, 256, size=(2, 3))
         angle = rng.uniform(0.0, 2.0 * np.pi)
-        if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+        if not _has_alpha(image):
             return image.convert("RGB")
         rgba = image.convert("RGBA")
         if not draw_background:
@@ -124,6 +128,16 @@ class ImageAugmentation:
             elif factors[name] != 1.0:
                 image = enhancers[name](image).enhance(float(factors[name]))
         return image
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+
+
+def _silhouette(image: Image.Image) -> Image.Image:
+    """The object's mask: opaque pixels white, transparent ones black (as a mask cut from a photo)."""
+    alpha = np.asarray(image.convert("RGBA"))[..., 3]
+    return Image.fromarray(np.where(alpha >= 128, 255, 0).astype(np.uint8), "L").convert("RGB")
 
 
 def _gradient(size: tuple[int, int], start: np.ndarray, end: np.ndarray, angle: float) -> Image.Image:

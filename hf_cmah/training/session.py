@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from ..evaluation.retrieval import encode_images, encode_shapes, image_rows, score_retrieval, summarize
+from .allocator import keep_freed_memory
 from .checkpoints import TrainingProgress, checkpoint_to_resume, latest_checkpoint, save_checkpoint, save_model
 from .config import TrainingConfig
 
@@ -70,6 +71,7 @@ class TrainingSession:
     """One run of any family: accelerator, resume, epochs, logs, checkpoints, evaluation, saves."""
 
     def __init__(self, config: TrainingConfig, resume: bool):
+        keep_freed_memory()  # before the first batch: the step's large buffers then never page-fault again
         self.config = config
         self.output_dir = Path(config.output.dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"

@@ -54,6 +54,16 @@ def test_backgrounds_replace_only_transparent_pixels_and_vary():
     assert (_array(augment(opaque, seed=1)) == 90).all(), "an image without alpha keeps its own background"
 
 
+def test_silhouettes_are_the_alpha_mask_of_a_share_of_the_renders():
+    out = _array(ImageAugmentation(**{**OFF, "silhouette_p": 1.0})(_render(), seed=2))
+    assert (out[20, 20] == 255).all() and (out[30, 30] == 255).all(), "the object is white"
+    assert (out[:8, :8] == 0).all(), "the ground is black, as in a mask cut from a photo"
+    opaque = Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8))
+    assert (_array(ImageAugmentation(**{**OFF, "silhouette_p": 1.0})(opaque, seed=2)) == 90).all()
+    mixed = [ImageAugmentation(**{**OFF, "silhouette_p": 0.5})(_render(), seed=s) for s in range(16)]
+    assert 0 < sum(_array(m)[0, 0, 0] == 0 for m in mixed) < 16, "a share of the renders become silhouettes"
+
+
 @pytest.mark.parametrize(
     "change",
     [
