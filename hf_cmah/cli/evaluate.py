@@ -32,6 +32,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--no-plots", action="store_true", help="write results.json only")
     evaluate.set_defaults(handler=run_eval)
 
+    curves = subparsers.add_parser(
+        "eval-curves",
+        help="one model's Precision@Top-K over several query sets, each beside random codes, in one figure",
+        description="Read the results.json of several `hf-cmah eval` runs (one per query set) and plot the "
+        "named model's image → shape Precision@Top-K on each, with that set's random-code curve dashed.",
+    )
+    curves.add_argument("results", nargs="+", help="results.json files (or their folders), one per query set")
+    curves.add_argument("--model", required=True, help="the model's key in each results.json (as given to eval)")
+    curves.add_argument("--output", required=True, help="the PNG to write")
+    curves.add_argument("--title", default="image → shape")
+    curves.set_defaults(handler=run_eval_curves)
+
 
 def run_eval(args: argparse.Namespace) -> int:
     import torch
@@ -95,6 +107,29 @@ def run_eval(args: argparse.Namespace) -> int:
         output / "query_grid.png",
     )
     print(f"wrote {output / 'results.json'}, precision_at_k.png, tsne_shape_codes.png, query_grid.png ({first})")
+    return 0
+
+
+def run_eval_curves(args: argparse.Namespace) -> int:
+    from ..evaluation.plots import plot_query_set_curves
+
+    sets = {}
+    for given in args.results:
+        path = Path(given) / "results.json" if Path(given).is_dir() else Path(given)
+        if not path.is_file():
+            raise FileNotFoundError(f"{given}: no results.json there (run `hf-cmah eval` first)")
+        evaluation = json.loads(path.read_text())
+        results = evaluation["results"]
+        if args.model not in results:
+            raise ValueError(f"{path}: no model {args.model!r}; it has {', '.join(sorted(results))}")
+        random_name = next((name for name in results if name.startswith("random-")), None)
+        meta = evaluation["evaluation"]
+        name = f"{meta['queries']} queries, {Path(meta['data']).name} [{meta['split']}]"
+        sets[name] = (
+            results[args.model]["image_to_shape"]["precision_curve"],
+            results[random_name]["image_to_shape"]["precision_curve"] if random_name else None,
+        )
+    print(f"wrote {plot_query_set_curves(sets, args.output, args.title)}")
     return 0
 
 

@@ -31,6 +31,30 @@ def plot_precision_curves(curves: dict[str, dict], path: str | Path, title: str 
     return Path(path)
 
 
+def plot_query_set_curves(sets: dict[str, tuple[dict, dict | None]], path: str | Path, title: str) -> Path:
+    """Precision@Top-K of one model on several query sets, each (solid) beside its random codes (dashed, same colour).
+
+    ``sets`` maps a query set's name to its (model curve, random curve or None), curves as in
+    `plot_precision_curves`. Query sets differ in how many shapes share a class, so each is read
+    against its own random line rather than against the others.
+    """
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.5, 4.2))
+    for index, (name, (curve, random_curve)) in enumerate(sets.items()):
+        colour = f"C{index}"
+        axes.plot(curve["k"], curve["precision"], color=colour, label=name)
+        if random_curve is not None:
+            axes.plot(random_curve["k"], random_curve["precision"], color=colour, linestyle="--", alpha=0.7)
+    axes.plot([], [], color="grey", linestyle="--", label="random codes (same colour: same query set)")
+    axes.set(xlabel="top K", ylabel="precision", title=f"Precision@Top-K, {title}", xscale="log")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
+
+
 def plot_tsne(codes: np.ndarray, labels: np.ndarray, class_names: list[str], path: str | Path, seed: int = 0) -> Path:
     """2-D t-SNE of ±1 codes (Hamming geometry: Euclidean on ±1 is 2·sqrt(Hamming)), coloured by class."""
     from sklearn.manifold import TSNE
@@ -124,4 +148,4 @@ def plot_thumbnail_grid(
     return Path(path)
 
 
-__all__ = ["plot_precision_curves", "plot_query_grid", "plot_thumbnail_grid", "plot_tsne"]
+__all__ = ["plot_precision_curves", "plot_query_grid", "plot_query_set_curves", "plot_thumbnail_grid", "plot_tsne"]

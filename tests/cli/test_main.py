@@ -11,7 +11,7 @@ import tomllib
 from hf_cmah.cli import main
 from tests.conftest import REPO_ROOT
 
-COMMANDS = ("model", "encode", "data", "train", "eval", "push", "convert", "index", "search", "serve")
+COMMANDS = ("model", "encode", "data", "train", "eval", "eval-curves", "push", "convert", "index", "search", "serve")
 HEAVY = ("fastapi", "gradio", "uvicorn", "datasets", "matplotlib")  # (torch and transformers: import hf_cmah)
 
 
