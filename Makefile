@@ -52,8 +52,12 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
+# Two pytest workers, one test file each at a time: many tests wait on process start-up and imports
+# (single-threaded), so both cores stay busy. TEST_WORKERS=0 runs every test in this one process.
+TEST_WORKERS ?= 2
+
 test: env blender-env browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The web demo on the quickstart's model and index (made by `make quickstart` when missing).
 QUICKSTART_OUT ?= outputs/quickstart

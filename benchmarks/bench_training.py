@@ -5,6 +5,7 @@
     python benchmarks/bench_training.py mfu --preset cmah-base --train-log runs/x/train_log.jsonl
     python benchmarks/bench_training.py profile --preset cmah-base --batch-size 256   # where GPU time goes
     python benchmarks/bench_training.py compare --baseline REV --data DIR   # CPU: this tree vs REV, one run
+    python benchmarks/bench_training.py allocator   # CPU: matmuls into fresh 32 MiB outputs, glibc default vs kept
 
 ``compare`` runs the real training module (``accelerate launch -m hf_cmah.training.train_cmah``,
 data loading included) for ``--steps`` steps of a config at two source trees, this one and a git
@@ -194,6 +195,40 @@ def run_profile(args) -> None:
     print(f"training step: {milliseconds(lambda: step(optimizer, 50), 5):.1f} ms")
 
 
+ALLOCATOR_PROBE = """
+import resource, sys, time, torch
+from hf_cmah.training.allocator import keep_freed_memory
+if sys.argv[1] == "kept":
+    keep_freed_memory()
+torch.set_num_threads(int(sys.argv[2]))
+a, b = torch.randn(16384, 128), torch.randn(128, 512)
+for _ in range(3):
+    torch.mm(a, b)
+faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+for _ in range(30):
+    torch.mm(a, b)  # a new 16,384 x 512 float output (32 MiB) each time, freed at once, as in the group encoder
+seconds = (time.perf_counter() - start) / 30
+print(2 * 16384 * 128 * 512 / seconds / 1e9, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / 30)
+"""
+
+
+def run_allocator(args) -> None:
+    """The matmul of the group encoder's widest layer, glibc's default allocator vs `keep_freed_memory`, alternating."""
+    from machine import machine_line
+
+    print(f"{machine_line()}; torch {torch.__version__}; {args.threads} threads; 16,384 x 128 x 512 matmuls")
+    rows: dict[str, list[tuple[float, float]]] = {"default": [], "kept": []}
+    for _ in range(args.rounds):
+        for mode in rows:
+            done = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE, mode, str(args.threads)], check=True,
+                                  capture_output=True, text=True)  # fmt: skip
+            rows[mode].append(tuple(float(value) for value in done.stdout.split()))
+    for mode, runs in rows.items():
+        gflops = statistics.median(run[0] for run in runs)
+        faults = statistics.median(run[1] for run in runs)
+        print(f"{mode:>8}: {gflops:6.1f} GFLOP/s, {faults:8.0f} page faults a matmul (median of {args.rounds})")
+
+
 def _launch_training(tree: Path, config: str, overrides: list[str], threads: int) -> dict:
     """One training run of ``tree``'s hf_cmah; samples/s from its log and its wall time."""
     output = Path(tempfile.mkdtemp(prefix="bench-train-"))
@@ -280,6 +315,9 @@ def main() -> None:
         help="threads of the baseline's runs (default --threads; 1 = how plain `accelerate launch` ran it)",
     )
     compare.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    allocator = commands.add_parser("allocator")
+    allocator.add_argument("--threads", type=int, default=os.cpu_count())
+    allocator.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.command == "write-dataset":
         write_dataset(args.folder, args.shapes, args.image_size, args.num_points)
@@ -289,6 +327,9 @@ def main() -> None:
         return
     if args.command == "compare":
         run_compare(args)
+        return
+    if args.command == "allocator":
+        run_allocator(args)
         return
     print(json.dumps(run_step_benchmark(args) if args.command == "step" else run_mfu(args), indent=1))
 

@@ -16,6 +16,11 @@ def _pyplot():
     return plt
 
 
+def _rgb(image) -> np.ndarray:
+    """PIL images as RGB pixels, so that a grayscale mask shows black and white, not matplotlib's colour map."""
+    return np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
+
+
 def plot_precision_curves(curves: dict[str, dict], path: str | Path, title: str = "image → shape") -> Path:
     """One Precision@Top-K line per entry of ``{name: {"k": [...], "precision": [...]}}`` (e.g. per code length)."""
     plt = _pyplot()
@@ -97,7 +102,7 @@ def plot_query_grid(
     rows, columns = len(query_images), 1 + max(len(r) for r in retrieved_points)
     figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows), squeeze=False)
     for row, (image, shapes) in enumerate(zip(query_images, retrieved_points)):
-        axes[row, 0].imshow(image)
+        axes[row, 0].imshow(_rgb(image))
         for column, points in enumerate(shapes, start=1):
             axis = axes[row, column]
             axis.scatter(points[:, 0], points[:, 1], s=0.3, color="black")
@@ -130,11 +135,11 @@ def plot_thumbnail_grid(
     rows, columns = len(queries), 1 + max(len(row) for row in hits)
     figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.1 * rows), squeeze=False)
     for row, ((image, title), row_hits) in enumerate(zip(queries, hits)):
-        axes[row, 0].imshow(image)
+        axes[row, 0].imshow(_rgb(image))
         axes[row, 0].set_title(title, fontsize=7)
         for column, (thumbnail, hit_title) in enumerate(row_hits, start=1):
             colour = "tab:green" if relevant[row][column - 1] else "tab:red"
-            axes[row, column].imshow(thumbnail)
+            axes[row, column].imshow(_rgb(thumbnail))
             axes[row, column].set_title(hit_title, fontsize=7, color=colour)
             for spine in axes[row, column].spines.values():
                 spine.set(color=colour, linewidth=2)
