@@ -160,7 +160,8 @@ class CMAHProcessor(ImageProcessingMixin):
     Args:
         image_size (`int`, defaults to 224): output side of square images.
         image_mean / image_std (`list[float]`): per-channel normalisation after scaling to 0..1.
-        background_color (`list[int]`, defaults to white): fill for alpha, and for padding to square where the image's border is not one colour.
+        background_color (`list[int]`, defaults to white): fill for alpha, and for padding to square
+            where the image's border is not one colour.
         num_points (`int`, defaults to 1024): points per cloud after resampling.
         up_axis (`str`, defaults to `"y"`): the up axis of the INPUT shapes; `"z"` rotates z-up data to y-up.
         model_up_axis (`str`, defaults to `"y"`): the up axis the MODEL was trained with; `"z"` (OpenShape

@@ -5,7 +5,8 @@ gives it back with ``munmap`` when freed. A ``cmah-tiny`` step at batch 32 makes
 16,384 × 512 float buffers (32 MiB each) in the mini-PointNet, so every step faulted in and zeroed
 them anew, and matmuls writing into fresh pages ran at two thirds of their speed. Raising the
 thresholds keeps that memory in the heap (docs/BENCHMARKS.md, "Training on CPU", measures the
-gain); what the model computes does not change. It is what preloading jemalloc or tcmalloc does for PyTorch on CPU, without a preload.
+gain); what the model computes does not change. It is what preloading jemalloc or tcmalloc does
+for PyTorch on CPU, without a preload.
 """
 
 from __future__ import annotations
