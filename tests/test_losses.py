@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -69,6 +70,24 @@ def test_cmah_contrastive_loss_is_the_weighted_sum_of_its_infonce_terms():
     torch.testing.assert_close(cmah_contrastive_loss(config, image, shape, masked_image, masked_shape), expected)
     full_only = cmah_contrastive_loss(config, image, shape)  # the ablation without a masked pass
     torch.testing.assert_close(full_only, 0.6 * info_nce_loss(image, shape, 0.2))
+
+
+def test_a_pair_loss_replaces_infonce_in_every_term_of_cmahs_contrastive_loss():
+    config = CMAHConfig(contrastive_weight=0.6, masked_contrastive_weight=0.3, contrastive_temperature=0.2)
+    codes = relaxed_codes(6, seed=2)
+    image, shape, masked_image, masked_shape = codes
+
+    def hcl(beta: float):
+        return functools.partial(hard_contrastive_loss, logit_scale=math.log(1 / 0.2), beta=beta)
+
+    expected = 0.6 * hcl(1.0)(image, shape) + 0.3 * 0.5 * (
+        hcl(1.0)(masked_image, shape) + hcl(1.0)(masked_shape, image)
+    )
+    hard = cmah_contrastive_loss(config, *codes, pair_loss=hcl(1.0))
+    torch.testing.assert_close(hard, expected)
+    infonce = cmah_contrastive_loss(config, *codes)
+    torch.testing.assert_close(cmah_contrastive_loss(config, *codes, pair_loss=hcl(0.0)), infonce)  # β = 0 is InfoNCE
+    assert not torch.allclose(hard, infonce)
 
 
 def test_cmah_contrastive_loss_runs_in_float32_under_autocast():

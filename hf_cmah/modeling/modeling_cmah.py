@@ -116,24 +116,28 @@ def cmah_contrastive_loss(
     masked_image_codes: torch.Tensor | None = None,
     masked_shape_codes: torch.Tensor | None = None,
     gather_codes: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    pair_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """L_c, the one implementation: ``contrastive_weight`` · InfoNCE(image, shape) + ``masked_contrastive_weight``
     · ½ [InfoNCE(masked image, shape) + InfoNCE(masked shape, image)] over relaxed codes ``[B, K]``.
 
     ``gather_codes`` maps this process's rows to every process's rows (a differentiable
     all-gather), so that the negatives span the global batch; the codes may also arrive gathered
-    already (then leave it `None`). In float32 with autocast off: under mixed precision, bf16 or
-    fp16 codes are too coarse for a softmax over the batch.
+    already (then leave it `None`). ``pair_loss(a, b)`` replaces InfoNCE in every term (a
+    trainer's choice, e.g. the hard contrastive loss of ``hf_cmah.losses``; the model's files do
+    not need it). In float32 with autocast off: under mixed precision, bf16 or fp16 codes are too
+    coarse for a softmax over the batch.
     """
     gather = gather_codes or (lambda codes: codes)
     temperature = config.contrastive_temperature
+    pair_loss = pair_loss or (lambda queries, keys: info_nce_loss(queries, keys, temperature))
     with torch.autocast(image_codes.device.type, enabled=False):
         image_codes, shape_codes = gather(image_codes.float()), gather(shape_codes.float())
-        loss = config.contrastive_weight * info_nce_loss(image_codes, shape_codes, temperature)
+        loss = config.contrastive_weight * pair_loss(image_codes, shape_codes)
         if masked_image_codes is not None and masked_shape_codes is not None:
             loss = loss + config.masked_contrastive_weight * 0.5 * (
-                info_nce_loss(gather(masked_image_codes.float()), shape_codes, temperature)
-                + info_nce_loss(gather(masked_shape_codes.float()), image_codes, temperature)
+                pair_loss(gather(masked_image_codes.float()), shape_codes)
+                + pair_loss(gather(masked_shape_codes.float()), image_codes)
             )
     return loss
 
@@ -565,6 +569,7 @@ class CMAHForPreTraining(CMAHPreTrainedModel):
         image_noise: torch.Tensor | None = None,
         point_noise: torch.Tensor | None = None,
         gather_codes: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        pair_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> CMAHForPreTrainingOutput:
         r"""The CMAH training objective on paired images and point clouds (row i of each is one shape).
 
@@ -574,6 +579,8 @@ class CMAHForPreTraining(CMAHPreTrainedModel):
             uniform noise that decides which point groups are masked.
         gather_codes (`Callable`, *optional*): a differentiable all-gather of ``[B, K]`` codes across
             processes, so that L_c's negatives span the global batch (`cmah_contrastive_loss`).
+        pair_loss (`Callable`, *optional*): the contrastive loss of two ``[B, K]`` code batches, row i a
+            pair, in place of InfoNCE at ``contrastive_temperature`` (e.g. the hard contrastive loss).
         """
         config, cmah = self.config, self.cmah
         pixel_values = cmah._check_pixel_values(pixel_values)
@@ -613,8 +620,9 @@ class CMAHForPreTraining(CMAHPreTrainedModel):
             output.image_mask, output.point_mask = image_mask, point_mask
 
         output.contrastive_loss = cmah_contrastive_loss(
-            config, image_codes, shape_codes, output.masked_image_codes, output.masked_shape_codes, gather_codes
-        )
+            config, image_codes, shape_codes, output.masked_image_codes, output.masked_shape_codes, gather_codes,
+            pair_loss,
+        )  # fmt: skip
         output.image_reconstruction_loss = image_loss
         output.point_reconstruction_loss = point_loss
         output.loss = (

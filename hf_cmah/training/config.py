@@ -51,6 +51,9 @@ class ModelSection:
         default="cmah-tiny", metadata=_check(lambda v: v in CMAH_PRESETS, f"be one of {sorted(CMAH_PRESETS)}")
     )
     code_bits: int = field(default=64, metadata=_check(lambda v: v > 0 and v % 8 == 0, "be a positive multiple of 8"))
+    # A trained CMAH to fine-tune (a run's final/ or any save_pretrained folder): its weights and config,
+    # which must be of `preset` and `code_bits`; the overrides still apply on top.
+    pretrained: str | None = None
     # Any other CMAHConfig argument, e.g. {masked_contrastive_weight: 0} for the contrastive-only ablation.
     overrides: dict = field(default_factory=dict)
 
@@ -102,6 +105,11 @@ class TrainingSection:
     mixed_precision: str = field(
         default="auto", metadata=_check(lambda v: v in ("auto", "no", "bf16", "fp16"), "be auto, no, bf16 or fp16")
     )
+    # The contrastive loss (hf_cmah.losses): InfoNCE, or the hard contrastive loss with hardness β and
+    # false-negative share τ⁺ (for CMAH it replaces InfoNCE in every term of L_c, at the model's temperature).
+    loss: str = field(default="infonce", metadata=_check(lambda v: v in ("infonce", "hcl"), "be infonce or hcl"))
+    hcl_beta: float = field(default=1.0, metadata=_check(_non_negative, "be >= 0"))
+    hcl_tau_plus: float = field(default=0.0, metadata=_check(lambda v: 0 <= v < 1, "lie in [0, 1)"))
 
 
 @dataclass(frozen=True)
@@ -137,13 +145,10 @@ class PreAlignedModelSection:
 
 @dataclass(frozen=True)
 class PreAlignedTrainingSection(TrainingSection):
-    """CMAH's optimisation options plus the dual encoder's loss, batches, frozen towers and augmentation."""
+    """CMAH's optimisation and loss options plus the dual encoder's batches, frozen towers and augmentation."""
 
     # 0 trains nothing: the model (e.g. a converted one, zero-shot) is only evaluated and saved.
     max_steps: int = field(default=390, metadata=_check(_non_negative, "be >= 0 (0: evaluate only)"))
-    loss: str = field(default="infonce", metadata=_check(lambda v: v in ("infonce", "hcl"), "be infonce or hcl"))
-    hcl_beta: float = field(default=1.0, metadata=_check(_non_negative, "be >= 0"))
-    hcl_tau_plus: float = field(default=0.0, metadata=_check(lambda v: 0 <= v < 1, "lie in [0, 1)"))
     # Batches of seed shapes and their nearest neighbours under the shape embeddings of the epoch before.
     hard_neighbour_batches: bool = False
     seeds_per_batch: int = field(default=4, metadata=_check(_positive, "be >= 1"))
@@ -297,14 +302,33 @@ def build_augmentation(data: DataSection, source: str) -> ImageAugmentation | No
 
 
 def build_model_config(model: ModelSection, source: str) -> CMAHConfig:
+    """The preset's `CMAHConfig`, or the pretrained folder's after checking it is that preset at ``code_bits``."""
     allowed = set(inspect.signature(CMAHConfig.__init__).parameters) - {"self", "kwargs", "code_bits"}
     for key in model.overrides:
         if key not in allowed:
             raise _unknown_key(source, "model.overrides.", key, allowed)
     try:
-        return CMAHConfig.from_preset(model.preset, code_bits=model.code_bits, **model.overrides)
+        preset = CMAHConfig.from_preset(model.preset, code_bits=model.code_bits, **model.overrides)
     except ValueError as error:
         raise ConfigError(f"{source}: model: {error}") from error
+    if model.pretrained is None:
+        return preset
+    folder = Path(expand_path(model.pretrained))
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{source}: model.pretrained: {folder} is not a save_pretrained folder (no config.json)")
+    try:
+        pretrained = CMAHConfig.from_pretrained(folder, **model.overrides)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{source}: model.pretrained: {folder}: {error}") from error
+    architecture = sorted(set().union(*CMAH_PRESETS.values()))  # the keys in which presets differ
+    for key in ("code_bits", *architecture):
+        if getattr(pretrained, key) != getattr(preset, key):
+            raise ConfigError(
+                f"{source}: model.pretrained: {folder} has {key} = {getattr(pretrained, key)!r}, but "
+                f"model.preset {model.preset!r} at model.code_bits {model.code_bits} has {getattr(preset, key)!r}; "
+                "set model.preset / model.code_bits to the trained model's"
+            )
+    return pretrained
 
 
 def build_prealigned_model_config(model: PreAlignedModelSection, source: str) -> PreAlignedShapeConfig:

@@ -1,8 +1,10 @@
 """Train a CMAH model with accelerate: ``accelerate launch -m hf_cmah.training.train_cmah CONFIG.yaml``.
 
 One loop for every device: AdamW, linear warm-up then cosine decay, mixed precision where
-the device has it, gradient accumulation and clipping, and an InfoNCE whose negatives span
-every process (codes are gathered with a differentiable all-gather). Checkpoints, ``--resume``
+the device has it, gradient accumulation and clipping, and an InfoNCE (or, with ``training.loss:
+hcl``, the hard contrastive loss) whose negatives span every process (codes are gathered with a
+differentiable all-gather). ``model.pretrained`` fine-tunes a trained CMAH instead of training
+a new one. Checkpoints, ``--resume``
 (same data order and the same masks, so the loss curve matches an uninterrupted run), logs and
 evaluation are `hf_cmah.training.session`'s, shared with the pre-aligned trainer. See docs/TRAINING.md.
 """
@@ -10,7 +12,9 @@ evaluation are `hf_cmah.training.session`'s, shared with the pre-aligned trainer
 from __future__ import annotations
 
 import functools
+import math
 import sys
+from collections.abc import Callable
 
 import torch
 import torch.distributed.nn.functional as distributed_functional
@@ -18,7 +22,8 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from hf_cmah import CMAHForPreTraining, CMAHProcessor
-from hf_cmah.training.config import TrainingConfig
+from hf_cmah.losses import contrastive_loss
+from hf_cmah.training.config import TrainingConfig, expand_path
 from hf_cmah.training.pairs import load_pairs
 from hf_cmah.training.session import TrainingSession, make_optimizer
 
@@ -56,13 +61,33 @@ def masking_noise(model_config, batch_size: int, seed: int, batch_index: int, pr
     return image_noise.to(device), point_noise.to(device)
 
 
+def build_model(config: TrainingConfig) -> CMAHForPreTraining:
+    """A new model of the preset, or the trained one of ``model.pretrained`` (with its fusion block and decoders)."""
+    model_config = config.model_config()
+    if config.model.pretrained is None:
+        return CMAHForPreTraining(model_config)  # final/ loads as CMAHModel with AutoModel (the head is dropped)
+    return CMAHForPreTraining.from_pretrained(expand_path(config.model.pretrained), config=model_config)
+
+
+def pair_loss_of(config: TrainingConfig, model_config) -> Callable | None:
+    """The contrastive loss that ``training.loss`` puts in every term of L_c (None: the model's own InfoNCE)."""
+    train = config.training
+    if train.loss == "infonce":
+        return None
+    return functools.partial(
+        contrastive_loss, logit_scale=-math.log(model_config.contrastive_temperature), kind=train.loss,
+        beta=train.hcl_beta, tau_plus=train.hcl_tau_plus,
+    )  # fmt: skip
+
+
 def training_function(config: TrainingConfig, resume: bool = False) -> dict:
-    """Train, checkpoint and save ``final/``; returns the last evaluation's numbers."""
+    """Train (or fine-tune ``model.pretrained``), checkpoint and save ``final/``; returns the last evaluation's numbers."""
     session = TrainingSession(config, resume)
     accelerator, train = session.accelerator, config.training
     set_seed(train.seed)  # before the model: its initial weights come from the seeded RNG
-    model_config = config.model_config()
-    model = CMAHForPreTraining(model_config)  # final/ loads as CMAHModel with AutoModel (the head is dropped)
+    model = build_model(config)
+    model_config = model.config
+    pair_loss = pair_loss_of(config, model_config)
     processor = CMAHProcessor.from_model_config(model_config)
     train_dataloader, pairs, eval_split = get_dataloaders(config, processor)
     optimizer = make_optimizer(model, train)
@@ -78,7 +103,7 @@ def training_function(config: TrainingConfig, resume: bool = False) -> dict:
         with accelerator.accumulate(model):
             output = model(
                 batch["pixel_values"], batch["points"], image_noise=image_noise, point_noise=point_noise,
-                gather_codes=gather_codes,
+                gather_codes=gather_codes, pair_loss=pair_loss,
             )  # fmt: skip
             session.apply(model, optimizer, output.loss)
         losses = {

@@ -135,6 +135,58 @@ def test_resume_after_the_last_checkpoint_saves_the_final_model(trained_run):
     assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)
 
 
+def test_finetuning_starts_from_the_trained_model_with_either_loss(trained_run, tmp_path):
+    """``model.pretrained`` + ``training.loss``: both arms start at the trained weights and differ only in the loss."""
+    import torch
+    from safetensors.torch import load_file
+
+    config, run = trained_run
+    trained = load_file(run / "final" / "model.safetensors")
+    first_losses = {}
+    for loss in ("hcl", "infonce"):
+        out = tmp_path / loss
+        result = launch(
+            config, f"--set=model.pretrained={run / 'final'}", f"--set=training.loss={loss}",
+            "--set=training.max_steps=2", "--set=training.learning_rate=1e-9", "--set=output.eval_every=0",
+            "--set=model.overrides.image_reconstruction_weight=0", "--set=model.overrides.point_reconstruction_weight=0",
+            "--set=model.overrides.masked_contrastive_weight=0", f"--set=output.dir={out}",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        tuned = load_file(out / "final" / "model.safetensors")
+        assert tuned.keys() == trained.keys()
+        moved = [key for key in tuned if not torch.allclose(tuned[key], trained[key], atol=1e-6)]
+        assert moved and all(".running_" in key or "num_batches_tracked" in key for key in moved), moved  # BN only
+        saved = json.loads((out / "final" / "config.json").read_text())
+        assert saved["image_reconstruction_weight"] == 0 and saved["code_bits"] == 16
+        log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        assert log[0]["image_reconstruction_loss"] == 0 == log[0]["point_reconstruction_loss"]  # no masked pass
+        first_losses[loss] = log[0]["contrastive_loss"]
+    # The same first batch (same seed, same weights): HCL weighs its hard negatives up, so its loss is larger.
+    assert first_losses["hcl"] > first_losses["infonce"] > 0
+
+
+def test_the_hcl_arm_at_beta_0_is_the_models_own_infonce():
+    import torch
+
+    from hf_cmah import CMAHConfig, CMAHForPreTraining
+    from hf_cmah.training.config import load_training_config
+    from hf_cmah.training.train_cmah import pair_loss_of
+
+    model_config = CMAHConfig.from_preset("cmah-tiny", code_bits=16, **MICRO_MODEL, contrastive_temperature=0.2)
+    torch.manual_seed(0)
+    model = CMAHForPreTraining(model_config).eval()
+    pixel_values, points = torch.rand(6, 3, 32, 32), torch.rand(6, 128, 3)
+    noise = {"image_noise": torch.rand(6, model_config.num_patches), "point_noise": torch.rand(6, 16)}
+    infonce = load_training_config("tiny-cpu")
+    assert pair_loss_of(infonce, model_config) is None
+    flat = pair_loss_of(load_training_config("tiny-cpu", ["training.loss=hcl", "training.hcl_beta=0"]), model_config)
+    hard = pair_loss_of(load_training_config("tiny-cpu", ["training.loss=hcl"]), model_config)
+    with torch.no_grad():
+        own = model(pixel_values, points, **noise).contrastive_loss
+        torch.testing.assert_close(model(pixel_values, points, **noise, pair_loss=flat).contrastive_loss, own)
+        assert model(pixel_values, points, **noise, pair_loss=hard).contrastive_loss > own
+
+
 def test_fresh_start_refuses_a_folder_with_checkpoints_and_resume_needs_one(trained_run, tmp_path, capsys):
     from hf_cmah.training.train_cmah import main
 

@@ -55,6 +55,8 @@ def test_overrides_apply_last_and_parse_yaml_values():
         ({"model": {"overrides": {"image_mask_ratio": 1.5}}}, r"model: image_mask_ratio must lie in \[0, 1\)"),
         ({"output": {"report_to": "wandb"}}, r"output.report_to must be tensorboard or none"),
         ({"data": []}, r"section 'data' must be a mapping"),
+        ({"training": {"loss": "triplet"}}, r"training.loss must be infonce or hcl, got 'triplet'"),
+        ({"model": {"pretrained": "no/such/run"}}, r"model.pretrained: no/such/run is not a save_pretrained folder"),
     ],
 )
 def test_bad_values_name_the_source_key_and_problem(data, message):
@@ -87,6 +89,30 @@ def test_a_bundled_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch
     assert load_training_config("tiny-cpu.yaml").source == by_name.source
     with pytest.raises(ConfigError, match="no bundled config has that name"):
         load_training_config("tiny-gpu")
+
+
+def test_the_cmah_finetune_recipe_starts_from_tiny_cpus_final_model():
+    with pytest.raises(ConfigError, match=r"model.pretrained: runs/tiny-cpu-64/final is not a save_pretrained"):
+        load_training_config("tiny-cpu-finetune")
+
+
+def test_a_pretrained_cmah_must_be_the_preset_at_its_code_length(tmp_path):
+    from hf_cmah import CMAHConfig
+
+    CMAHConfig.from_preset("cmah-tiny", code_bits=32, contrastive_temperature=0.2).save_pretrained(tmp_path)
+    config = load_training_config(
+        "tiny-cpu",
+        [f"model.pretrained={tmp_path}", "model.code_bits=32", "model.overrides.image_reconstruction_weight=0"],
+    )
+    model_config = config.model_config()
+    assert model_config.contrastive_temperature == 0.2  # the folder's values, not the preset's
+    assert model_config.image_reconstruction_weight == 0  # the overrides on top
+    with pytest.raises(ConfigError, match=r"has code_bits = 32, but model.preset 'cmah-tiny' at model.code_bits 64"):
+        load_training_config("tiny-cpu", [f"model.pretrained={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"has decoder_hidden_size = 64, but model.preset 'cmah-base'"):
+        load_training_config(
+            "tiny-cpu", [f"model.pretrained={tmp_path}", "model.code_bits=32", "model.preset=cmah-base"]
+        )
 
 
 @pytest.mark.parametrize("name", ["prealigned-psb-infonce", "prealigned-psb-hcl"])
