@@ -64,6 +64,39 @@ def test_silhouettes_are_the_alpha_mask_of_a_share_of_the_renders():
     assert 0 < sum(_array(m)[0, 0, 0] == 0 for m in mixed) < 16, "a share of the renders become silhouettes"
 
 
+def test_a_tint_colours_the_object_only():
+    outs = [_array(ImageAugmentation(**{**OFF, "tint_p": 1.0})(_render(), seed=seed)) for seed in range(4)]
+    for out in outs:
+        assert (out[:8, :8] == 255).all(), "the ground stays white"
+        assert (out[20, 20] <= (230, 120, 20)).all() and (out[20, 20] != (230, 120, 20)).any()
+    assert len({tuple(out[20, 20]) for out in outs}) == 4
+
+
+def test_a_zoom_out_leaves_the_object_smaller_somewhere_in_the_frame():
+    def object_pixels(out):
+        return int((out != 255).any(axis=-1).sum())
+
+    plain = object_pixels(_array(ImageAugmentation(**OFF)(_render(), seed=0)))
+    zoomed = [_array(ImageAugmentation(**{**OFF, "zoom_out_p": 1.0, "zoom_out_side": (2.0, 2.0)})(_render(), seed=s))
+              for s in range(4)]  # fmt: skip
+    for out in zoomed:
+        assert out.shape == (64, 64, 3)
+        assert plain / 4 * 0.8 < object_pixels(out) < plain / 4 * 1.3, "half the side, a quarter of the area"
+    assert len({np.argwhere(out != 255)[0].tobytes() for out in zoomed}) > 1, "at random positions"
+
+
+def test_floor_scenes_have_a_sky_a_horizon_and_grid_lines_behind_the_object():
+    augment = ImageAugmentation(**{**OFF, "background_p": 1.0, "gradient_p": 0.0, "floor_p": 1.0})
+    for seed in range(4):
+        out = _array(augment(_render(), seed=seed))
+        assert (out[20, 20] == (230, 120, 20)).all(), "the object is untouched"
+        floor = {tuple(pixel) for pixel in out[-8:].reshape(-1, 3)}
+        assert len(floor) == 2, "the floor and its grid lines"
+        assert tuple(out[0, 0]) not in floor, "a sky above the horizon"
+    solid = ImageAugmentation(**{**OFF, "background_p": 1.0, "gradient_p": 0.0})
+    assert len({tuple(p) for p in _array(solid(_render(), seed=0))[-1]}) == 1, "floor_p = 0: solid colours only"
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -74,6 +107,9 @@ def test_silhouettes_are_the_alpha_mask_of_a_share_of_the_renders():
         {"hue": 0.2},
         {"blur_p": 1.0},
         {"jpeg_p": 1.0, "jpeg_quality": (10, 20)},
+        {"tint_p": 1.0},
+        {"zoom_out_p": 1.0},
+        {"background_p": 1.0, "gradient_p": 0.0, "floor_p": 1.0},
     ],
 )
 def test_each_augmentation_changes_the_image(change):
@@ -90,7 +126,16 @@ def test_grayscale_makes_every_channel_equal():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"blur_p": 1.5}, {"brightness": 1.0}, {"crop_scale": (0.0, 1.0)}, {"jpeg_quality": (90, 30)}, {"hue": 0.7}]
+    "bad",
+    [
+        {"blur_p": 1.5},
+        {"brightness": 1.0},
+        {"crop_scale": (0.0, 1.0)},
+        {"jpeg_quality": (90, 30)},
+        {"hue": 0.7},
+        {"zoom_out_side": (0.5, 1.0)},
+        {"floor_p": -0.1},
+    ],
 )
 def test_bad_settings_name_the_field(bad):
     with pytest.raises(ConfigError, match=f"augmentation.{next(iter(bad))}"):
