@@ -313,13 +313,7 @@ def build_model_config(model: ModelSection, source: str) -> CMAHConfig:
         raise ConfigError(f"{source}: model: {error}") from error
     if model.pretrained is None:
         return preset
-    folder = Path(expand_path(model.pretrained))
-    if not (folder / "config.json").is_file():
-        raise ConfigError(f"{source}: model.pretrained: {folder} is not a save_pretrained folder (no config.json)")
-    try:
-        pretrained = CMAHConfig.from_pretrained(folder, **model.overrides)
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"{source}: model.pretrained: {folder}: {error}") from error
+    folder, pretrained = _pretrained_config(CMAHConfig, model.pretrained, model.overrides, source)
     architecture = sorted(set().union(*CMAH_PRESETS.values()))  # the keys in which presets differ
     for key in ("code_bits", *architecture):
         if getattr(pretrained, key) != getattr(preset, key):
@@ -348,11 +342,16 @@ def build_prealigned_model_config(model: PreAlignedModelSection, source: str) ->
             return PreAlignedShapeConfig.from_preset(model.preset, **model.overrides)
         except ValueError as error:
             raise ConfigError(f"{source}: model: {error}") from error
-    folder = Path(os.path.expandvars(os.path.expanduser(model.pretrained)))
+    return _pretrained_config(PreAlignedShapeConfig, model.pretrained, model.overrides, source)[1]
+
+
+def _pretrained_config(config_class, pretrained: str, overrides: dict, source: str):
+    """``(folder, config)`` of a ``model.pretrained`` folder, with the overrides; a `ConfigError` naming the key."""
+    folder = Path(expand_path(pretrained))
     if not (folder / "config.json").is_file():
         raise ConfigError(f"{source}: model.pretrained: {folder} is not a save_pretrained folder (no config.json)")
     try:
-        return PreAlignedShapeConfig.from_pretrained(folder, **model.overrides)
+        return folder, config_class.from_pretrained(folder, **overrides)
     except (OSError, ValueError) as error:
         raise ConfigError(f"{source}: model.pretrained: {folder}: {error}") from error
 
