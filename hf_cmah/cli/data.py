@@ -41,6 +41,8 @@ def _add_build(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--blender", default=None, help="Blender executable or Python with bpy")
     build.add_argument("--batch-size", type=int, default=64, help="meshes per Blender process")
     build.add_argument("--threads", type=int, default=0, help="render threads (0: all cores)")
+    build.add_argument("--jobs", type=int, default=None, help="Blender processes at once (default: one per core "
+                       "for Workbench, which draws on one core; 1 for Cycles, which uses them all)")  # fmt: skip
     build.add_argument("--limit", type=int, default=None, help="only the first N shapes of each split (smoke tests)")
     build.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
     build.add_argument("--no-progress", action="store_true")
@@ -128,6 +130,7 @@ def _build(args: argparse.Namespace) -> int:
         blender=args.blender,
         batch_size=args.batch_size,
         threads=args.threads,
+        render_jobs=args.jobs,
         progress=not args.no_progress,
     )
     folder, result = build_to_folder(source, settings, out=args.out, limit=args.limit)

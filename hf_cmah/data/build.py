@@ -50,6 +50,7 @@ class BuildSettings:
     blender: str | None = None
     batch_size: int = 64
     threads: int = 0
+    render_jobs: int | None = None  # Blender processes at once (None: render.launcher.default_render_jobs)
     progress: bool = True
 
 
@@ -194,7 +195,13 @@ def _render_all(
 
     try:
         outcome = render_batches(
-            to_render, settings.render, settings.blender, settings.batch_size, settings.threads, on_done
+            to_render,
+            settings.render,
+            settings.blender,
+            settings.batch_size,
+            settings.threads,
+            on_done,
+            settings.render_jobs,
         )
     finally:
         bar.close()
@@ -288,7 +295,7 @@ def composite_render(path: Path, background: tuple[int, int, int] | None) -> dic
 def settings_summary(settings: BuildSettings) -> dict:
     """The settings as plain JSON (for the dataset card and ``build_info.json``)."""
     summary = asdict(settings)
-    for transient in ("progress", "blender", "batch_size", "threads", "strict"):
+    for transient in ("progress", "blender", "batch_size", "threads", "render_jobs", "strict"):
         summary.pop(transient)
     return summary
 

@@ -2,6 +2,7 @@
 
 Blender starts in about a second, so one process renders a whole batch of meshes; a batch
 that crashes loses only the meshes it had not finished, and those are reported by id.
+Workbench draws on a single core, so its batches run in one process per core at once.
 The renderer itself (``render_views.py``) runs in Blender's own Python and imports nothing
 from ``hf_cmah``.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import random
 import shutil
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,6 +39,8 @@ MATERIALS = ("auto", "vertex")
 IMPORTED_FORMATS = {".obj": "obj", ".gltf": "gltf", ".glb": "gltf"}
 # A fixed job-file name inside each batch's temporary folder keeps the Blender command line short.
 JOB_NAME = "job.json"
+# Concurrent Workbench processes at most, on machines with many cores: each holds its own Blender in memory.
+MAX_RENDER_JOBS = 8
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,12 @@ def _project_roots() -> list[Path]:
     return [Path(sys.prefix).parent, Path.cwd()]
 
 
+def default_render_jobs(settings: RenderSettings) -> int:
+    """Blender processes to run at once: Workbench draws on one core, so one per core (up to
+    `MAX_RENDER_JOBS`); Cycles already uses every core (or the GPU), so one."""
+    return min(os.cpu_count() or 1, MAX_RENDER_JOBS) if settings.engine == "workbench" else 1
+
+
 def render_batches(
     items: Sequence[RenderItem],
     settings: RenderSettings,
@@ -226,17 +237,32 @@ def render_batches(
     batch_size: int = 64,
     threads: int = 0,
     on_done: Callable[[str, str | None], None] | None = None,
+    jobs: int | None = None,
 ) -> dict[str, str | None]:
-    """Render ``items`` in batches of ``batch_size`` meshes per Blender process.
+    """Render ``items`` in batches of up to ``batch_size`` meshes per Blender process, ``jobs`` at once.
 
+    ``jobs`` defaults to `default_render_jobs`; batches shrink so that every job gets one.
     Returns ``{item id: None on success, else the error message}``; ``on_done(id, error)``
-    is called as each mesh finishes, which is what drives progress bars.
+    is called as each mesh finishes (from the job's thread), which is what drives progress bars.
+    The first error raised (``--strict``, Ctrl-C) stops every running Blender and is re-raised.
     """
     command = find_blender(blender)
+    jobs = max(1, jobs if jobs is not None else default_render_jobs(settings))
+    size = max(1, min(batch_size, math.ceil(len(items) / jobs)))
+    batches = [list(items[start : start + size]) for start in range(0, len(items), size)]
+    running: list[subprocess.Popen] = []
     outcome: dict[str, str | None] = {}
-    for start in range(0, len(items), batch_size):
-        batch = list(items[start : start + batch_size])
-        outcome.update(_render_batch(command, batch, settings, threads, on_done))
+    with ThreadPoolExecutor(max_workers=min(jobs, max(1, len(batches)))) as pool:
+        futures = [pool.submit(_render_batch, command, batch, settings, threads, on_done, running) for batch in batches]
+        try:
+            for future in futures:
+                outcome.update(future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            for process in list(running):
+                process.kill()
+            raise
     return outcome
 
 
@@ -246,6 +272,7 @@ def _render_batch(
     settings: RenderSettings,
     threads: int,
     on_done: Callable[[str, str | None], None] | None,
+    running: list[subprocess.Popen],
 ) -> dict[str, str | None]:
     with tempfile.TemporaryDirectory(prefix="hf-cmah-render-") as workdir:
         workdir = Path(workdir)
@@ -262,12 +289,15 @@ def _render_batch(
             args = [*command, str(RENDER_SCRIPT)]
             args += ["--", str(workdir / JOB_NAME)] if len(command) > 1 else [str(workdir / JOB_NAME)]
             process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+            running.append(process)
             try:
                 outcome = _follow_results(process, results, on_done)
             except BaseException:  # --strict or Ctrl-C: never leave Blender running on its own
                 process.kill()
                 process.wait()
                 raise
+            finally:
+                running.remove(process)
         missing = [item.id for item in batch if item.id not in outcome]
         if missing:
             tail = log_path.read_text(errors="replace")[-800:].strip()
@@ -307,6 +337,7 @@ __all__ = [
     "RENDER_SCRIPT",
     "RenderItem",
     "RenderSettings",
+    "default_render_jobs",
     "find_blender",
     "render_batches",
     "render_source",

@@ -1,6 +1,10 @@
-"""The render launcher without Blender: settings, deterministic views, finding Blender."""
+"""The render launcher without Blender: settings, deterministic views, finding Blender, parallel jobs."""
 
 from __future__ import annotations
+
+import os
+import sys
+import time
 
 import pytest
 
@@ -117,3 +121,74 @@ def test_render_source_only_for_assets_with_their_own_materials(tmp_path):
     assert source == {"path": str(with_library.resolve()), "format": "obj", "to_normalized": identity}
     assert launcher.render_source(tmp_path / "car.glb", identity, settings)["format"] == "gltf"
     assert launcher.render_source(with_library, identity, RenderSettings(materials="vertex")) is None
+
+
+FAKE_RENDERER = """#!{python}
+# Stands in for Blender: reports each mesh of its job; waits for a second process to have started.
+import json, os, sys, time
+from pathlib import Path
+job = json.loads(Path(sys.argv[-1]).read_text())
+marks = Path({marks!r})
+(marks / f"started-{{os.getpid()}}").touch()
+deadline = time.time() + 20
+while len(list(marks.glob("started-*"))) < {wait_for} and time.time() < deadline:
+    time.sleep(0.05)
+with open(job["results"], "a") as results:
+    for mesh in job["meshes"]:
+        if mesh["id"].startswith("slow"):
+            time.sleep(60)
+        error = "bad mesh" if mesh["id"].startswith("bad") else None
+        record = {{"id": mesh["id"], "ok": error is None, "error": error, "pid": os.getpid()}}
+        results.write(json.dumps(record) + "\\n")
+        results.flush()
+"""
+
+
+def _fake_renderer(tmp_path, wait_for: int) -> str:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "fake-renderer"
+    script.write_text(FAKE_RENDERER.format(python=sys.executable, marks=str(marks), wait_for=wait_for))
+    script.chmod(0o755)
+    return str(script)
+
+
+def _items(tmp_path, ids):
+    return [launcher.RenderItem(item_id, tmp_path / f"{item_id}.npz", tmp_path / item_id) for item_id in ids]
+
+
+def test_workbench_renders_in_one_process_per_core_and_cycles_in_one():
+    assert launcher.default_render_jobs(RenderSettings(engine="workbench")) == min(os.cpu_count(), 8)
+    assert launcher.default_render_jobs(RenderSettings(engine="cycles")) == 1
+    assert launcher.default_render_jobs(RenderSettings(engine="mixed")) == 1
+
+
+def test_jobs_render_batches_at_once_and_report_every_mesh(tmp_path):
+    blender = _fake_renderer(tmp_path, wait_for=2)  # a lone process gives up waiting after 20 s
+    seen = []
+    start = time.monotonic()
+    outcome = launcher.render_batches(
+        _items(tmp_path, ["a", "b", "bad", "c"]), RenderSettings(engine="workbench"), blender, jobs=2,
+        on_done=lambda item_id, error: seen.append(item_id),
+    )  # fmt: skip
+    assert time.monotonic() - start < 15, "the two batches ran at the same time"
+    assert outcome == {"a": None, "b": None, "bad": "bad mesh", "c": None}
+    assert sorted(seen) == ["a", "b", "bad", "c"]
+    assert len(list((tmp_path / "marks").glob("started-*"))) == 2, "four meshes split into one batch per job"
+
+
+def test_an_error_raised_in_one_job_stops_every_blender(tmp_path):
+    blender = _fake_renderer(tmp_path, wait_for=2)
+
+    def strict(item_id, error):
+        if error is not None:
+            raise RuntimeError(f"--strict: {item_id}")
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="--strict: bad"):
+        launcher.render_batches(_items(tmp_path, ["bad", "slow"]), RenderSettings(engine="workbench"), blender,
+                                jobs=2, on_done=strict)  # fmt: skip
+    assert time.monotonic() - start < 30, "the slow job's Blender was killed, not waited for (it sleeps 60 s)"
+    for mark in (tmp_path / "marks").glob("started-*"):
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(mark.name.removeprefix("started-")), 0)
