@@ -108,15 +108,15 @@ class MiniPointNet(nn.Module):
         points = neighborhoods.reshape(batch * groups * size, channels)
         # In-place ReLUs and add, as Point-MAE's ReLU(inplace=True): batch norm's and linear's
         # backward need their inputs, not their outputs, and the 16k × 512 buffers are not copied.
-        activations = F.relu(norm1(pointwise(conv1, points)), inplace=True)  # (BGS, C0)
-        local = pointwise(conv2, activations).view(batch * groups, size, -1)  # (BG, S, C1)
+        activations = F.relu(norm1(pointwise(conv1, points)), inplace=True).view(batch * groups, size, -1)
+        local = pointwise(conv2, activations)  # (BG, S, C1)
         pooled = local.max(dim=1).values  # (BG, C1)
         weight2, weight3 = conv2.weight.squeeze(-1), conv3.weight.squeeze(-1)
         global_weight, local_weight = weight3.split(pooled.shape[-1], dim=1)  # the concat put global first
         # W_l · local = (W_l · W_2) · activations + W_l · b_2: the per-point matmul shrinks from C1 to C0 inputs.
         global_part = F.linear(pooled, global_weight, conv3.bias + local_weight @ conv2.bias)  # (BG, C2)
-        hidden = F.linear(activations, local_weight @ weight2).view(batch * groups, size, -1)
-        hidden = hidden.add_(global_part.unsqueeze(1))  # (BG, S, C2)
+        # 3-D in and out: an in-place add on a view of the output would make autograd copy it.
+        hidden = F.linear(activations, local_weight @ weight2).add_(global_part.unsqueeze(1))  # (BG, S, C2)
         hidden = F.relu(norm2(hidden.view(batch * groups * size, -1)), inplace=True)
         features = pointwise(conv4, hidden).view(batch * groups, size, -1).max(dim=1).values  # (BG, C_out)
         return features.reshape(batch, groups, -1)
