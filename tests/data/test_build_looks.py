@@ -66,3 +66,30 @@ def test_build_renders_assets_with_their_materials_and_records_each_view(tmp_pat
     assert ((checker[..., 0] > checker[..., 1] + 60).sum() > 20) and (
         (checker[..., 1] > checker[..., 0] + 60).sum() > 20
     )
+
+
+def test_jobs_split_the_render_and_leave_the_build_unchanged(tmp_path, capsys, monkeypatch):
+    from hf_cmah.data import build
+
+    calls = []
+    real = build.render_batches
+
+    def recording(items, *args):
+        calls.append((len(items), args[-1]))  # the last positional argument is jobs
+        return real(items, *args)
+
+    monkeypatch.setattr(build, "render_batches", recording)
+    folders = {}
+    for jobs in ("1", "3"):
+        out = folders[jobs] = tmp_path / f"jobs-{jobs}"
+        args = ["data", "build", "procedural", "--per-category", "1", "--views", "1", "--resolution", "32"]
+        args += ["--points", "32", "--engine", "workbench", "--blender", str(BLENDER_PYTHON), "--no-progress"]
+        monkeypatch.setenv("HF_CMAH_CACHE", str(tmp_path / f"cache-{jobs}"))  # render again, not from the cache
+        assert main([*args, "--jobs", jobs, "--out", str(out)]) == 0, capsys.readouterr().err
+    assert calls == [(10, 1), (10, 3)]
+    one, three = (load_built_dataset(folders[jobs])["train"] for jobs in ("1", "3"))
+    assert one["shape_id"] == three["shape_id"]
+    for first, second in zip(one["image"], three["image"]):
+        assert np.array_equal(np.asarray(first), np.asarray(second)), "the same pixels from one or three processes"
+    info = (folders["3"] / "build_info.json").read_text()
+    assert "jobs" not in info, "how it was rendered is not what was built"
