@@ -60,16 +60,17 @@ def bench_render(engine: str, meshes: int, views: int, resolution: int) -> dict:
             np.savez(path, vertices=mesh.vertices.astype(np.float32), faces=mesh.faces.astype(np.int32))
             items.append(RenderItem(record.shape_id, path, Path(workdir) / record.shape_id, settings.views_for("x")))
         started = time.perf_counter()
-        outcome = render_batches(items, settings)
+        outcome = render_batches(items, settings, jobs=1)
         seconds = time.perf_counter() - started
     rendered = sum(error is None for error in outcome.values()) * views
     return {"engine": engine, "views": rendered, "seconds": seconds, "per_second": rendered / seconds}
 
 
 def bench_procedural(per_category: int, views: int, resolution: int, engine: str) -> dict:
-    """The quickstart build: the procedural library, points + renders, written as Parquet."""
+    """The quickstart build: the procedural library, points + renders (default render jobs), written as Parquet."""
     from hf_cmah.data import BuildSettings, build_to_folder, collect_source
     from hf_cmah.render import RenderSettings
+    from hf_cmah.render.launcher import default_render_jobs
 
     render = RenderSettings(engine=engine, resolution=resolution, num_views=views)
     settings = BuildSettings(num_points=1024, render=render, progress=False)
@@ -79,7 +80,8 @@ def bench_procedural(per_category: int, views: int, resolution: int, engine: str
         _, result = build_to_folder(source, settings, out=Path(workdir) / "procedural")
         seconds = time.perf_counter() - started
     rows = sum(len(table) for table in result.dataset.values())
-    return {"shapes": len(source.records), "rows": rows, "seconds": seconds, "stages": result.seconds}
+    jobs = default_render_jobs(render)
+    return {"shapes": len(source.records), "rows": rows, "seconds": seconds, "stages": result.seconds, "jobs": jobs}
 
 
 def report(args: argparse.Namespace) -> str:
@@ -103,7 +105,7 @@ def report(args: argparse.Namespace) -> str:
         )
     lines.append(
         f"| procedural quickstart build ({quick['shapes']} shapes × {args.views} views, {args.engine} "
-        f"{args.resolution} px, 1024 pts) | {quick['rows']} rows | {quick['seconds']:.0f} s ({stages}) | |"
+        f"{args.resolution} px, 1024 pts, {quick['jobs']} Blender processes) | {quick['rows']} rows | {quick['seconds']:.0f} s ({stages}) | |"
     )
     return "\n".join(lines) + "\n"
 
