@@ -74,8 +74,9 @@ class MiniPointNet(nn.Module):
     1×1 ``Conv1d`` layout (checkpoints and converters rely on it), but the forward runs every 1×1
     conv as one matmul over all B·G·S points, channels last, and splits the layer after the
     concat: ``W · [pooled; local] = W_g · pooled + W_l · local``, so the global half is computed
-    once per group instead of once per point. Same function, about a third of the FLOPs of the
-    conv form and no layout transposes (docs/BENCHMARKS.md#training-on-cpu).
+    once per group instead of once per point. As ``local = W_2 · a + b_2`` is linear, the local half
+    runs as ``(W_l · W_2) · a`` on the first layer's narrower activations ``a``. Same function, a
+    fraction of the conv form's FLOPs and no layout transposes (docs/BENCHMARKS.md#training-on-cpu).
     """
 
     def __init__(
