@@ -1,4 +1,5 @@
-r"""Training losses: symmetric InfoNCE, the hard contrastive loss (HCL), and hard-neighbour batching.
+r"""Training losses: symmetric InfoNCE, the hard contrastive loss (HCL), the label-supervised
+contrastive loss (SupCon), and hard-neighbour batching.
 
 CMAH's own losses (InfoNCE, CMAH's contrastive loss ``cmah_contrastive_loss`` that
 `CMAHForPreTraining.forward` computes, Chamfer, masked-patch MSE) live beside the model in
@@ -24,6 +25,20 @@ shapes in the batch — whose expected contribution is subtracted (debiasing, Ch
 2020); the clamp keeps ``N_i`` at or above its smallest possible value. All of it is computed
 in log space (``logsumexp``), so large logit scales do not overflow. As in the original, the
 weights are not detached: the gradient also flows through the hardness weighting.
+
+Label-supervised contrastive loss (SupCon)
+------------------------------------------
+InfoNCE counts a same-class shape in the batch as a negative, so a self-supervised model is
+pushed to tell two chairs apart as hard as a chair from a plane. Where the training data has
+class labels (every built dataset does), ``supcon`` makes every same-label pair a positive
+(Khosla et al., NeurIPS 2020, "Supervised Contrastive Learning", across the two modalities)::
+
+    P(i)  = { j : y_j = y_i }                                        (i itself included)
+    L_i   = −(1/|P(i)|) Σ_{p ∈ P(i)} log( exp(l_ip) / Σ_j exp(l_ij) )
+
+again the mean of both directions. With all labels distinct, P(i) = {i} and it *is* InfoNCE.
+It trades instance discrimination for class structure: retrieval by class gains, retrieval of
+the one paired shape may not.
 
 Hard-neighbour batching
 -----------------------
@@ -98,6 +113,33 @@ def hard_contrastive_loss(
     return 0.5 * (_one_direction(logits, beta, tau_plus, scale) + _one_direction(logits.T, beta, tau_plus, scale))
 
 
+def label_contrastive_loss(
+    image_embeds: torch.Tensor, shape_embeds: torch.Tensor, labels: torch.Tensor, logit_scale: torch.Tensor | float
+) -> torch.Tensor:
+    """Symmetric image↔shape SupCon (formula in the module docstring): every same-``labels`` pair is a positive.
+
+    ``image_embeds`` and ``shape_embeds``: ``[B, D]`` (normalised here), row i of each is a pair of class
+    ``labels[i]``. ``logit_scale``: the log inverse temperature.
+    """
+    if image_embeds.ndim != 2 or image_embeds.shape != shape_embeds.shape or labels.shape != image_embeds.shape[:1]:
+        raise InvalidInputError(
+            f"image_embeds and shape_embeds must both be [batch, dim] and labels [batch], got "
+            f"{list(image_embeds.shape)}, {list(shape_embeds.shape)} and {list(labels.shape)}"
+        )
+    scale = torch.as_tensor(logit_scale, dtype=image_embeds.dtype, device=image_embeds.device).exp()
+    logits = scale * F.normalize(image_embeds, dim=-1) @ F.normalize(shape_embeds, dim=-1).T  # (B, B)
+    positives = (labels[:, None] == labels[None, :]).to(logits.dtype)  # symmetric, diagonal 1
+
+    def one_direction(rows: torch.Tensor) -> torch.Tensor:
+        log_probability = rows - torch.logsumexp(rows, dim=1, keepdim=True)
+        return (-(log_probability * positives).sum(dim=1) / positives.sum(dim=1)).mean()
+
+    return 0.5 * (one_direction(logits) + one_direction(logits.T))
+
+
+LOSSES = ("infonce", "hcl", "supcon")
+
+
 def contrastive_loss(
     image_embeds: torch.Tensor,
     shape_embeds: torch.Tensor,
@@ -105,14 +147,19 @@ def contrastive_loss(
     kind: str = "infonce",
     beta: float = 1.0,
     tau_plus: float = 0.0,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The dual-encoder training loss by name: ``"infonce"`` or ``"hcl"``."""
+    """The training loss by name: ``"infonce"``, ``"hcl"`` (``beta``, ``tau_plus``) or ``"supcon"`` (``labels``)."""
     if kind == "infonce":
         temperature = torch.as_tensor(logit_scale).exp().reciprocal()
         return info_nce_loss(image_embeds, shape_embeds, temperature)
     if kind == "hcl":
         return hard_contrastive_loss(image_embeds, shape_embeds, logit_scale, beta=beta, tau_plus=tau_plus)
-    raise ConfigError(f"unknown loss {kind!r}; choose 'infonce' or 'hcl'")
+    if kind == "supcon":
+        if labels is None:
+            raise InvalidInputError("the supcon loss needs the batch's class labels")
+        return label_contrastive_loss(image_embeds, shape_embeds, labels, logit_scale)
+    raise ConfigError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
 
 
 class HardNeighbourBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -195,5 +242,6 @@ __all__ = [
     "contrastive_loss",
     "hard_contrastive_loss",
     "info_nce_loss",
+    "label_contrastive_loss",
     "masked_patch_loss",
 ]

@@ -1,4 +1,4 @@
-"""hf_cmah.losses: CMAH's contrastive loss, the hard contrastive loss and hard-neighbour batching."""
+"""hf_cmah.losses: CMAH's contrastive loss, the hard contrastive loss, SupCon and hard-neighbour batching."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from hf_cmah.losses import (
     contrastive_loss,
     hard_contrastive_loss,
     info_nce_loss,
+    label_contrastive_loss,
 )
 from hf_cmah.modeling import modeling_cmah
 
@@ -183,6 +184,48 @@ def test_invalid_arguments_are_rejected():
         hard_contrastive_loss(images[:1], shapes[:1], 1.0)
     with pytest.raises(ConfigError, match="unknown loss"):
         contrastive_loss(images, shapes, 1.0, kind="triplet")
+
+
+def naive_supcon(images, shapes, labels, scale: float) -> torch.Tensor:
+    """Khosla et al.'s formula across modalities, one anchor and one positive at a time."""
+    logits = scale * images @ shapes.T
+
+    def direction(matrix):
+        losses = []
+        for i in range(len(labels)):
+            positives = [p for p in range(len(labels)) if labels[p] == labels[i]]
+            log_probabilities = [matrix[i, p] - torch.log(torch.exp(matrix[i]).sum()) for p in positives]
+            losses.append(-torch.stack(log_probabilities).mean())
+        return torch.stack(losses).mean()
+
+    return 0.5 * (direction(logits) + direction(logits.T))
+
+
+def test_supcon_with_distinct_labels_is_infonce_and_matches_the_naive_formula():
+    images, shapes = pairs(seed=4)
+    distinct = label_contrastive_loss(images, shapes, torch.arange(8), math.log(10.0))
+    torch.testing.assert_close(distinct, info_nce_loss(images, shapes, 0.1), rtol=1e-10, atol=1e-10)
+    labels = torch.tensor([0, 0, 1, 2, 2, 2, 3, 0])
+    ours = contrastive_loss(images, shapes, math.log(10.0), kind="supcon", labels=labels)
+    torch.testing.assert_close(ours, naive_supcon(images, shapes, labels.tolist(), 10.0), rtol=1e-10, atol=1e-10)
+
+
+def test_supcon_pulls_same_class_shapes_in_where_infonce_pushes_them_away():
+    images, shapes = pairs(seed=5)
+    same_class = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])  # shapes 0 and 1 share a class
+    for kind, sign in (("supcon", -1), ("infonce", 1)):
+        variable = images.clone().requires_grad_()
+        contrastive_loss(variable, shapes, math.log(10.0), kind=kind, labels=same_class).backward()
+        # a gradient step moves image 0 along -grad: towards shape 1 (supcon) or away from it (infonce)
+        assert sign * float(-variable.grad[0] @ shapes[1]) < 0
+
+
+def test_supcon_needs_labels_of_the_batch():
+    images, shapes = pairs()
+    with pytest.raises(InvalidInputError, match="labels"):
+        contrastive_loss(images, shapes, 1.0, kind="supcon")
+    with pytest.raises(InvalidInputError, match="labels"):
+        label_contrastive_loss(images, shapes, torch.arange(7), 1.0)
 
 
 def test_hard_neighbour_batches_cover_every_item_once_and_group_neighbours():

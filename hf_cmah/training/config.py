@@ -27,6 +27,7 @@ import yaml
 
 from ..data.augmentation import ImageAugmentation
 from ..errors import ConfigError
+from ..losses import LOSSES
 from ..modeling import CMAH_PRESETS, PREALIGNED_PRESETS, CMAHConfig, PreAlignedShapeConfig
 
 
@@ -105,9 +106,10 @@ class TrainingSection:
     mixed_precision: str = field(
         default="auto", metadata=_check(lambda v: v in ("auto", "no", "bf16", "fp16"), "be auto, no, bf16 or fp16")
     )
-    # The contrastive loss (hf_cmah.losses): InfoNCE, or the hard contrastive loss with hardness β and
-    # false-negative share τ⁺ (for CMAH it replaces InfoNCE in every term of L_c, at the model's temperature).
-    loss: str = field(default="infonce", metadata=_check(lambda v: v in ("infonce", "hcl"), "be infonce or hcl"))
+    # The contrastive loss (hf_cmah.losses): InfoNCE, the hard contrastive loss with hardness β and
+    # false-negative share τ⁺, or supcon, whose positives are every same-class pair of the batch (supervised:
+    # it reads the train rows' labels). For CMAH it replaces InfoNCE in every term of L_c, at the model's temperature.
+    loss: str = field(default="infonce", metadata=_check(lambda v: v in LOSSES, "be infonce, hcl or supcon"))
     hcl_beta: float = field(default=1.0, metadata=_check(_non_negative, "be >= 0"))
     hcl_tau_plus: float = field(default=0.0, metadata=_check(lambda v: 0 <= v < 1, "lie in [0, 1)"))
 

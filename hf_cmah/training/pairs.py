@@ -43,6 +43,7 @@ class EpochViews(torch.utils.data.Dataset):
             "numpy", columns=["points"], output_all_columns=True
         )
         self.image_column = image_column
+        self.labels = torch.as_tensor(split["label"], dtype=torch.long)  # for training.loss: supcon
         self.processor = processor
         self.seed = seed
         self.augmentation = augmentation
@@ -78,6 +79,9 @@ class EpochViews(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
+        return {**self._pair(row), "label": self.labels[row]}
+
+    def _pair(self, row: int) -> dict:
         if self.cache is None:
             item = self.split[row]
             image = item[self.image_column]
@@ -90,10 +94,12 @@ class EpochViews(torch.utils.data.Dataset):
         return {"image": image, "points": self.cache["points"][row]}
 
     def collate(self, items: list[dict]) -> dict:
+        """``pixel_values``, ``points`` and the shapes' class ``labels`` of a batch of items."""
+        labels = torch.stack([item["label"] for item in items])
         if self.cache is None:
             images, points = [item["image"] for item in items], [item["points"] for item in items]
-            return self.processor(images=images, points=points, return_tensors="pt")
-        batch = {"points": torch.stack([item["points"] for item in items])}
+            return {**self.processor(images=images, points=points, return_tensors="pt"), "labels": labels}
+        batch = {"points": torch.stack([item["points"] for item in items]), "labels": labels}
         if self.augmentation is None:
             batch["pixel_values"] = torch.stack([item["pixel_values"] for item in items])
         else:
@@ -137,14 +143,22 @@ def _load_splits(path: str, splits: tuple[str, ...]):
 
 
 def combined_train_rows(parts: list[tuple[str, datasets.Dataset, str]]) -> datasets.Dataset:
-    """The train rows of several built datasets as one: ``image``, ``points``, ``label`` (an int: class names
-    differ between datasets) and ``shape_id`` prefixed with the dataset's number, so equal ids stay apart."""
+    """The train rows of several built datasets as one: ``image``, ``points``, ``label`` and ``shape_id``.
+
+    ``label`` is a `ClassLabel` over the union of the datasets' class names (a name is one class in
+    every dataset, so PSB's chair and Pix3D's chair are one class for ``training.loss: supcon``);
+    ``shape_id`` is prefixed with the dataset's number, so equal ids stay apart.
+    """
+    names = list(dict.fromkeys(name for _, split, _ in parts for name in split.features["label"].names))
+    union = datasets.ClassLabel(names=names)
     rows = []
     for number, (_, split, column) in enumerate(parts):
         part = split.select_columns([column, "points", "label", "shape_id"])
         if column != "image":
             part = part.rename_column(column, "image")
-        part = part.cast_column("label", datasets.Value("int64"))
+        to_union = [union.str2int(name) for name in split.features["label"].names]
+        labels = [to_union[label] for label in part["label"]]
+        part = part.remove_columns("label").add_column("label", labels).cast_column("label", union)
         prefixed = [f"{number}/{shape_id}" for shape_id in part["shape_id"]]
         rows.append(part.remove_columns("shape_id").add_column("shape_id", prefixed))
     shapes = {path: part.features["points"].shape for (path, _, _), part in zip(parts, rows)}

@@ -128,7 +128,7 @@ def training_function(config: PreAlignedTrainingConfig, resume: bool = False) ->
             output = model(pixel_values=batch["pixel_values"], points=points)
             loss = contrastive_loss(
                 output.image_embeds, output.shape_embeds, unwrapped.logit_scale, train.loss,
-                beta=train.hcl_beta, tau_plus=train.hcl_tau_plus,
+                beta=train.hcl_beta, tau_plus=train.hcl_tau_plus, labels=batch["labels"],
             )  # fmt: skip
             session.apply(model, optimizer, loss)
             with torch.no_grad():

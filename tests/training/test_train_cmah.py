@@ -135,15 +135,15 @@ def test_resume_after_the_last_checkpoint_saves_the_final_model(trained_run):
     assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)
 
 
-def test_finetuning_starts_from_the_trained_model_with_either_loss(trained_run, tmp_path):
-    """``model.pretrained`` + ``training.loss``: both arms start at the trained weights and differ only in the loss."""
+def test_finetuning_starts_from_the_trained_model_with_any_loss(trained_run, tmp_path):
+    """``model.pretrained`` + ``training.loss``: every arm starts at the trained weights and differs only in the loss."""
     import torch
     from safetensors.torch import load_file
 
     config, run = trained_run
     trained = load_file(run / "final" / "model.safetensors")
     first_losses = {}
-    for loss in ("hcl", "infonce"):
+    for loss in ("hcl", "infonce", "supcon"):
         out = tmp_path / loss
         result = launch(
             config, f"--set=model.pretrained={run / 'final'}", f"--set=training.loss={loss}",
@@ -163,9 +163,12 @@ def test_finetuning_starts_from_the_trained_model_with_either_loss(trained_run, 
         first_losses[loss] = log[0]["contrastive_loss"]
     # The same first batch (same seed, same weights): HCL weighs its hard negatives up, so its loss is larger.
     assert first_losses["hcl"] > first_losses["infonce"] > 0
+    # supcon ran on the batches' labels (without them it raises). The trained model codes each synthetic class
+    # alike, and SupCon over equal codes is InfoNCE: the two agree here; the unit tests tell them apart.
+    assert first_losses["supcon"] == pytest.approx(first_losses["infonce"], rel=1e-2)
 
 
-def test_the_hcl_arm_at_beta_0_is_the_models_own_infonce():
+def test_the_hcl_arm_at_beta_0_and_supcon_with_distinct_labels_are_the_models_own_infonce():
     import torch
 
     from hf_cmah import CMAHConfig, CMAHForPreTraining
@@ -177,14 +180,23 @@ def test_the_hcl_arm_at_beta_0_is_the_models_own_infonce():
     model = CMAHForPreTraining(model_config).eval()
     pixel_values, points = torch.rand(6, 3, 32, 32), torch.rand(6, 128, 3)
     noise = {"image_noise": torch.rand(6, model_config.num_patches), "point_noise": torch.rand(6, 16)}
+    labels = torch.arange(6)
     infonce = load_training_config("tiny-cpu")
-    assert pair_loss_of(infonce, model_config) is None
-    flat = pair_loss_of(load_training_config("tiny-cpu", ["training.loss=hcl", "training.hcl_beta=0"]), model_config)
-    hard = pair_loss_of(load_training_config("tiny-cpu", ["training.loss=hcl"]), model_config)
+    assert pair_loss_of(infonce, model_config, labels) is None
+    flat = pair_loss_of(
+        load_training_config("tiny-cpu", ["training.loss=hcl", "training.hcl_beta=0"]), model_config, labels
+    )
+    hard = pair_loss_of(load_training_config("tiny-cpu", ["training.loss=hcl"]), model_config, labels)
+    supcon = load_training_config("tiny-cpu", ["training.loss=supcon"])
     with torch.no_grad():
         own = model(pixel_values, points, **noise).contrastive_loss
         torch.testing.assert_close(model(pixel_values, points, **noise, pair_loss=flat).contrastive_loss, own)
         assert model(pixel_values, points, **noise, pair_loss=hard).contrastive_loss > own
+        # supcon with every label distinct is InfoNCE; with shared labels it is another loss
+        distinct = pair_loss_of(supcon, model_config, labels)
+        torch.testing.assert_close(model(pixel_values, points, **noise, pair_loss=distinct).contrastive_loss, own)
+        shared = pair_loss_of(supcon, model_config, torch.tensor([0, 0, 0, 1, 1, 1]))
+        assert not torch.isclose(model(pixel_values, points, **noise, pair_loss=shared).contrastive_loss, own)
 
 
 def test_fresh_start_refuses_a_folder_with_checkpoints_and_resume_needs_one(trained_run, tmp_path, capsys):
@@ -296,6 +308,8 @@ def test_bad_augmentation_settings_name_the_key(overrides, message):
 
 
 def test_extra_train_datasets_join_the_train_pairs_and_eval_stays_on_the_main_one(tmp_path, synthetic_dataset):
+    import datasets
+
     from hf_cmah import CMAHProcessor
     from hf_cmah.errors import ConfigError
     from hf_cmah.training.config import load_training_config
@@ -305,7 +319,11 @@ def test_extra_train_datasets_join_the_train_pairs_and_eval_stays_on_the_main_on
     extra = tmp_path / "extra"
     (extra / "data").mkdir(parents=True)
     # The same shape ids as the main dataset (both are made by synthetic_split with seed 0): they must stay apart.
-    synthetic_split(10, 3, seed=0).to_parquet(str(extra / "data" / "train-00000-of-00001.parquet"))
+    # Its classes are named differently: labels join by name (its 0, 1, 2 are cube, torus, sphere).
+    renamed = datasets.ClassLabel(names=["cube", "torus", "sphere"])
+    synthetic_split(10, 3, seed=0).cast_column("label", renamed).to_parquet(
+        str(extra / "data" / "train-00000-of-00001.parquet")
+    )
     synthetic_split(4, 3, seed=5).to_parquet(str(extra / "data" / "test-00000-of-00001.parquet"))
     overrides = [f"data.path={synthetic_dataset}", "training.batch_size=4", f"data.extra_train={{{extra}: render}}"]
     config = load_training_config(bundled_configs()["tiny-cpu"], overrides)
@@ -316,6 +334,13 @@ def test_extra_train_datasets_join_the_train_pairs_and_eval_stays_on_the_main_on
     assert len(eval_split) == 12 * 2 and all(shape_id.startswith("s1_") for shape_id in eval_split["shape_id"])
     batch = pairs.collate([pairs[index] for index in range(len(pairs))])
     assert batch["pixel_values"].shape[0] == batch["points"].shape[0] == 34
+    assert train_rows.features["label"].names == ["sphere", "cube", "rod", "torus"]
+    names = [train_rows.features["label"].int2str(label) for label in train_rows["label"]]
+    extra_names = [name for name, shape_id in zip(names, train_rows["shape_id"]) if shape_id.startswith("1/")]
+    # synthetic_split: 3 rows per shape, shape i of class i % 3
+    assert extra_names == [renamed.int2str(row // 3 % 3) for row in range(30)]
+    pair_rows = [int(pairs.rows[index]) for index in range(len(pairs))]
+    assert batch["labels"].tolist() == [train_rows["label"][row] for row in pair_rows]
 
     other = tmp_path / "other-points"
     (other / "data").mkdir(parents=True)

@@ -55,7 +55,7 @@ def test_overrides_apply_last_and_parse_yaml_values():
         ({"model": {"overrides": {"image_mask_ratio": 1.5}}}, r"model: image_mask_ratio must lie in \[0, 1\)"),
         ({"output": {"report_to": "wandb"}}, r"output.report_to must be tensorboard or none"),
         ({"data": []}, r"section 'data' must be a mapping"),
-        ({"training": {"loss": "triplet"}}, r"training.loss must be infonce or hcl, got 'triplet'"),
+        ({"training": {"loss": "triplet"}}, r"training.loss must be infonce, hcl or supcon, got 'triplet'"),
         ({"model": {"pretrained": "no/such/run"}}, r"model.pretrained: no/such/run is not a save_pretrained folder"),
     ],
 )
@@ -134,7 +134,7 @@ def test_the_finetune_recipe_names_the_missing_converted_folder():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"training": {"loss": "triplet"}}, r"training.loss must be infonce or hcl, got 'triplet'"),
+        ({"training": {"loss": "triplet"}}, r"training.loss must be infonce, hcl or supcon, got 'triplet'"),
         ({"training": {"max_steps": -1}}, r"training.max_steps must be >= 0 \(0: evaluate only\)"),
         ({"training": {"hcl_tau_plus": 1.0}}, r"training.hcl_tau_plus must lie in \[0, 1\)"),
         ({"training": {"projections_only": 1}}, r"training.projections_only must be of type bool, got 1"),
