@@ -3,8 +3,8 @@
 One loop for every device: AdamW, linear warm-up then cosine decay, mixed precision where
 the device has it, gradient accumulation and clipping, and an InfoNCE (or, with ``training.loss``,
 the hard contrastive loss or the label-supervised SupCon) whose negatives span every process (codes
-are gathered with a differentiable all-gather, labels with a plain one). ``model.pretrained`` fine-tunes a trained CMAH instead of training
-a new one. Checkpoints, ``--resume``
+are gathered with a differentiable all-gather, SupCon's labels with a plain one). ``model.pretrained``
+fine-tunes a trained CMAH instead of training a new one. Checkpoints, ``--resume``
 (same data order and the same masks, so the loss curve matches an uninterrupted run), logs and
 evaluation are `hf_cmah.training.session`'s, shared with the pre-aligned trainer. See docs/TRAINING.md.
 """
@@ -69,10 +69,10 @@ def build_model(config: TrainingConfig) -> CMAHForPreTraining:
     return CMAHForPreTraining.from_pretrained(expand_path(config.model.pretrained), config=model_config)
 
 
-def pair_loss_of(config: TrainingConfig, model_config, labels: torch.Tensor) -> Callable | None:
+def pair_loss_of(config: TrainingConfig, model_config, labels: torch.Tensor | None = None) -> Callable | None:
     """The contrastive loss that ``training.loss`` puts in every term of L_c (None: the model's own InfoNCE).
 
-    ``labels``: the classes of the gathered batch's rows (only ``supcon`` reads them).
+    ``labels``: the classes of the gathered batch's rows, which ``supcon`` needs (the others ignore them).
     """
     train = config.training
     if train.loss == "infonce":
@@ -90,6 +90,7 @@ def training_function(config: TrainingConfig, resume: bool = False) -> dict:
     set_seed(train.seed)  # before the model: its initial weights come from the seeded RNG
     model = build_model(config)
     model_config = model.config
+    pair_loss = pair_loss_of(config, model_config)  # supcon's is made per batch, from the batch's labels
     processor = CMAHProcessor.from_model_config(model_config)
     train_dataloader, pairs, eval_split = get_dataloaders(config, processor)
     optimizer = make_optimizer(model, train)
@@ -102,7 +103,8 @@ def training_function(config: TrainingConfig, resume: bool = False) -> dict:
             model_config, batch_size, train.seed, session.micro_batches_done, accelerator.process_index,
             accelerator.device,
         )  # fmt: skip
-        pair_loss = pair_loss_of(config, model_config, accelerator.gather(batch["labels"]))
+        if train.loss == "supcon":  # the labels of every process's rows, in the order the codes are gathered
+            pair_loss = pair_loss_of(config, model_config, accelerator.gather(batch["labels"]))
         with accelerator.accumulate(model):
             output = model(
                 batch["pixel_values"], batch["points"], image_noise=image_noise, point_noise=point_noise,
