@@ -7,14 +7,14 @@ Why this shape (benchmarks in docs/BENCHMARKS.md):
 - Distances are small integers (0..K), so top-k is kept by *counting*: a histogram of
   accepted distances gives the current k-th distance (the bound), and a code is looked at
   again only if it beats it. After the first few thousand codes almost nothing does, so
-  the scan is a branch-free count of codes below the bound, group by group, written as
-  explicit vectors of the width the CPU runs best (`hf_cmah.index.popcount`, chosen by
-  `hf_cmah.index.simd`), two queries per load; a group with a hit gets its distances written
-  to a small buffer, which a scalar loop then reads. For 128-bit and wider codes, whose
-  popcount costs twice as much, groups go straight to that buffer while hits keep coming
-  (the bound is still settling), instead of being counted first and then recomputed. A
-  batch of them reads each block split into two planes (all first words, all second words),
-  so no query pays for de-interleaving the word pairs.
+  the scan is a branch-free pass over codes keeping their minimum distance, group by group,
+  written as explicit vectors of the width the CPU runs best (`hf_cmah.index.popcount`,
+  chosen by `hf_cmah.index.simd`), two queries per load; a group with a hit gets a bit mask
+  of its codes below the bound, and only those codes are visited. For 128-bit and wider
+  codes, whose popcount costs twice as much, groups go straight to their mask while hits
+  keep coming (the bound is still settling), instead of being scanned first. A batch of
+  them reads each block split into two planes (all first words, all second words), so no
+  query pays for de-interleaving the word pairs.
 - Codes are scanned in blocks that stay in L1/L2 while every query of a task visits
   them (queries × codes blocking); tasks run on all cores, split by queries for large
   batches and by codes for small ones.
@@ -33,18 +33,20 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 from numba import njit, prange, types
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from . import simd
-from .popcount import PAIRS, PLANES, WORDS, find_first_hit
+from .popcount import PAIRS, PLANES, WORDS, find_first_hit, mask_below
 
 # Words per block: 4096 × 8 bytes = 32 KiB of 64-bit codes, one L1d, visited by every query
 # of a task before the next block is read.
 CODE_BLOCK = 4096
-# The scan stops at each group of this many codes holding a hit; its distances are then written out and
-# read one by one. A group costs one test of its ORed compare masks, so small groups are cheap, and a hit
-# costs a group's distances: 128, 256 and 512 were within this machine's noise at 1M × 64 bits.
+# The scan stops at each group of this many codes holding a hit, whose hits are then marked in a bit mask
+# and visited. A group costs one compare of its minimum distance with the bound, a hit one more pass over
+# the group; a multiple of 64 (one mask word) and of the widest step (128 one-byte codes).
 CHECK_GROUP = 256
+MASK_WORDS = CHECK_GROUP // 64
 # From this many queries a task, 128-bit blocks are first split into two planes (first words, second words):
 # the count and distance loops then read two plain arrays instead of de-interleaving word pairs for every query,
 # 1.2–1.7× faster on batches of 1000 and 1.1–1.3× on batches of 2–7; a single query does not repay the copy.
@@ -56,8 +58,9 @@ PARALLEL_MIN_PAIRS = 1 << 22
 WORD_DTYPES = tuple(np.dtype(word) for word in (np.uint64, np.uint32, np.uint16, np.uint8))
 # The kernel variants as the compiled code sees them: an int argument, so one compiled scan serves all three.
 VARIANT_CODES = {name: code for code, name in enumerate(simd.REGISTER_BITS)}
-# Every explicit loop (variant × layout × one or two queries) behind one intrinsic.
+# Every explicit loop (variant × layout × one or two queries) behind one intrinsic, and the hit masks likewise.
 _FIRST_HIT = find_first_hit(CHECK_GROUP, tuple(simd.REGISTER_BITS.values()))
+_MASK_BELOW = mask_below(CHECK_GROUP, tuple(simd.REGISTER_BITS.values()))
 
 
 @intrinsic
@@ -113,32 +116,19 @@ def _count_below(queries, query, words, width, bound):
     return hits
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _group_distances(queries, query, words, firsts, seconds, width, scratch):
-    """Distances of every code of ``words`` (one group) to the query, into ``scratch``; returns the code count.
+@njit(cache=True, nogil=True)
+def _mask_codes(queries, query, words, width, start, stop, bound, mask):
+    """`mask_below` for any code width and any ``stop - start ≤ CHECK_GROUP``; returns whether any bit is set.
 
-    128-bit groups are read from ``firsts``/``seconds`` (the group split into planes) when those are not empty.
-    Only groups with a hit get here, so LLVM's own vectorisation is enough.
+    For what the explicit loops do not read: a block's last part group and codes wider than 128 bits.
     """
-    units = words.shape[0] // width
-    if width == 1:
-        value = np.uint64(queries[query])
-        for unit in range(units):
-            scratch[unit] = np.int32(_popcount(value ^ np.uint64(words[unit])))
-    elif width == 2 and firsts.shape[0]:
-        first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
-        for unit in range(units):
-            total = _popcount(first ^ np.uint64(firsts[unit])) + _popcount(second ^ np.uint64(seconds[unit]))
-            scratch[unit] = np.int32(total)
-    elif width == 2:
-        first, second = np.uint64(queries[2 * query]), np.uint64(queries[2 * query + 1])
-        for unit in range(units):
-            total = _popcount(first ^ np.uint64(words[2 * unit])) + _popcount(second ^ np.uint64(words[2 * unit + 1]))
-            scratch[unit] = np.int32(total)
-    else:
-        for unit in range(units):
-            scratch[unit] = np.int32(_distance(queries, query, words, unit, width))
-    return units
+    mask[:] = 0
+    found = False
+    for row in range(start, stop):
+        if np.int64(_distance(queries, query, words, row, width)) < bound:
+            mask[(row - start) >> 6] |= np.uint64(1) << np.uint64((row - start) & 63)
+            found = True
+    return found
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -147,15 +137,6 @@ def _split_planes(words, planes):
     for unit in range(words.shape[0] // 2):
         planes[0, unit] = words[2 * unit]
         planes[1, unit] = words[2 * unit + 1]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _count_distances_below(distances, bound):
-    """How many of ``distances`` (int32) lie below ``bound``: eight a vector instruction."""
-    hits = np.int32(0)
-    for item in range(distances.shape[0]):
-        hits += np.int32(distances[item] < bound)
-    return hits
 
 
 @njit(cache=True, nogil=True)
@@ -179,31 +160,39 @@ def _compact(buffer_distances, buffer_rows, fill, counts, k, bound):
     return kept
 
 
-@njit(cache=True, nogil=True)
-def _accept(scratch, codes, first_row, k, bound, buffer_distances, buffer_rows, state, counts):
-    """Accept the codes of a group (distances in ``scratch``) closer than ``bound``, in row order; return the new bound.
+@njit(cache=True, nogil=True, inline="always")
+def _accept_marked(mask, first_row, slot, query, queries, words, width, k, bounds, buffer_distances, buffer_rows,
+                   state, counts):  # fmt: skip
+    """Accept the codes ``mask`` marks (bit i: row ``first_row + i``) that are closer than the query's bound, in row order.
 
-    ``state`` is ``[fill, below]``: the fill of this query's buffer of (distance, row) pairs and
-    how many accepted distances lie below the bound; ``counts`` is their histogram. The bound
-    is the k-th smallest distance so far (``below < k ≤ below + counts[bound]``), lowered in
-    place as rows arrive: O(1) per accepted row, no rescan of the histogram.
+    ``state[slot]`` is ``[fill, below]``: the fill of this query's buffer of (distance, row)
+    pairs and how many accepted distances lie below the bound; ``counts[slot]`` is their
+    histogram. The bound is the k-th smallest distance so far (``below < k ≤ below +
+    counts[bound]``), lowered in place as rows arrive: O(1) per accepted row, no rescan.
     """
-    capacity = buffer_distances.shape[0]
-    for code in range(codes):
-        distance = scratch[code]
-        if distance >= bound:
-            continue
-        if state[0] == capacity:
-            state[0] = _compact(buffer_distances, buffer_rows, state[0], counts, k, bound)
-        buffer_distances[state[0]] = distance
-        buffer_rows[state[0]] = first_row + code
-        state[0] += 1
-        counts[distance] += 1
-        state[1] += 1
-        while state[1] >= k:
-            bound -= 1
-            state[1] -= counts[bound]
-    return bound
+    capacity = buffer_distances.shape[1]
+    bound = bounds[slot]
+    for word in range(mask.shape[0]):
+        bits = mask[word]
+        while bits:
+            row = first_row + 64 * word + trailing_zeros(bits)
+            bits &= bits - np.uint64(1)
+            distance = np.int32(_distance(queries, query, words, row, width))
+            if distance >= bound:  # the bound moved below it since the mask was made
+                continue
+            if state[slot, 0] == capacity:
+                state[slot, 0] = _compact(
+                    buffer_distances[slot], buffer_rows[slot], state[slot, 0], counts[slot], k, bound
+                )
+            buffer_distances[slot, state[slot, 0]] = distance
+            buffer_rows[slot, state[slot, 0]] = row
+            state[slot, 0] += 1
+            counts[slot, distance] += 1
+            state[slot, 1] += 1
+            while state[slot, 1] >= k:
+                bound -= 1
+                state[slot, 1] -= counts[slot, bound]
+    bounds[slot] = bound
 
 
 @njit(cache=True, nogil=True)
@@ -222,31 +211,6 @@ def _write_sorted(buffer_distances, buffer_rows, fill, code_bits, row_offset, ou
 
 
 @njit(cache=True, nogil=True)
-def _visit_group(slot, query, queries, words, planes, width, start, stop, plane_start, k, scratch, settling,
-                 bounds, buffer_distances, buffer_rows, state, counts):  # fmt: skip
-    """Accept the codes ``start..stop`` closer than the query's bound (the group had a hit, or the query is settling).
-
-    A settling query (wide codes whose bound still moves) gets its distances written at once
-    and leaves that state at its first group with no hit.
-    """
-    group = words[start * width : stop * width]
-    firsts = planes[0, start - plane_start : stop - plane_start]  # empty unless planar
-    seconds = planes[1, start - plane_start : stop - plane_start]
-    bound = bounds[slot]
-    if settling[slot]:
-        codes = _group_distances(queries, query, group, firsts, seconds, width, scratch)
-        if _count_distances_below(scratch[:codes], bound) == 0:
-            settling[slot] = False  # the bound has settled: back to the cheaper count-only pass
-            return
-    else:
-        codes = _group_distances(queries, query, group, firsts, seconds, width, scratch)
-        settling[slot] = width >= 2
-    bounds[slot] = _accept(
-        scratch, codes, start, k, bound, buffer_distances[slot], buffer_rows[slot], state[slot], counts[slot]
-    )
-
-
-@njit(cache=True, nogil=True)
 def _scan(variant, queries, words, width, first_query, last_query, row_offset, k, code_bits, out_rows, out_distances):
     """Top-k of queries ``first_query:last_query`` over ``words`` (rows from ``row_offset``), sorted by (distance, row).
 
@@ -260,7 +224,7 @@ def _scan(variant, queries, words, width, first_query, last_query, row_offset, k
     counts = np.zeros((count, code_bits + 2), np.int64)
     bounds = np.full(count, code_bits + 1, np.int32)  # a distance is accepted if < bound
     settling = np.zeros(count, np.bool_)
-    scratch = np.empty(CHECK_GROUP, np.int32)
+    mask = np.zeros(MASK_WORDS, np.uint64)
     planar = width == 2 and count >= PLANAR_MIN_QUERIES
     planes = np.empty((2, CODE_BLOCK if planar else 0), words.dtype)
     # One-word and 128-bit codes are read by the explicit vector loops, at an address: a slice of an array in
@@ -270,11 +234,12 @@ def _scan(variant, queries, words, width, first_query, last_query, row_offset, k
     plane_count = 1 if width == 1 else 2
     first_address = planes[0].ctypes.data if planar else words.ctypes.data
     second_address = planes[1].ctypes.data if planar else first_address
+    mask_address = mask.ctypes.data
     for block_start in range(0, units, CODE_BLOCK):
         block_stop = min(block_start + CODE_BLOCK, units)
         if planar:
             _split_planes(words[block_start * width : block_stop * width], planes)
-        settling[:] = width >= 2  # wide codes: write distances at once while the bound still moves
+        settling[:] = width >= 2  # wide codes: straight to the hit mask while the bound still moves
         offset = block_start if planar else 0  # planes hold the block's codes only
         whole_stop = block_start + (block_stop - block_start) // CHECK_GROUP * CHECK_GROUP
         for slot in range(0, count, 2):
@@ -294,40 +259,39 @@ def _scan(variant, queries, words, width, first_query, last_query, row_offset, k
                     position = found + offset
                     if position == whole_stop:
                         continue
-                    group_stop = position + CHECK_GROUP
-                    if hit0:
-                        _visit_group(
-                            slot, query, queries, words, planes, width, position, group_stop, block_start, k,
-                            scratch, settling, bounds, buffer_distances, buffer_rows, state, counts,
-                        )  # fmt: skip
-                    if hit1:
-                        _visit_group(
-                            other, other_query, queries, words, planes, width, position, group_stop, block_start, k,
-                            scratch, settling, bounds, buffer_distances, buffer_rows, state, counts,
-                        )  # fmt: skip
-                    position = group_stop
+                    for member in range(2 if hit0 and hit1 else 1):
+                        member_slot = slot if hit0 and member == 0 else other
+                        member_query = first_query + member_slot
+                        qa, qb = (q0a, q0b) if member_slot == slot else (q1a, q1b)
+                        _MASK_BELOW(variant, layout, first_address, second_address, position - offset, qa, qb,
+                                    bounds[member_slot], mask_address)  # fmt: skip
+                        _accept_marked(mask, position, member_slot, member_query, queries, words, width, k, bounds,
+                                       buffer_distances, buffer_rows, state, counts)  # fmt: skip
+                        settling[member_slot] = width >= 2  # hits came: the next groups go straight to their mask
+                    position += CHECK_GROUP
                     continue
                 # One group at a time: a query still settling, the block's last part group, or codes wider
                 # than 128 bits, which the explicit loops do not read.
                 group_stop = min(position + CHECK_GROUP, block_stop)
+                whole = explicit and group_stop - position == CHECK_GROUP
                 for member in range(2 if pair else 1):
                     member_slot, member_query = (slot, query) if member == 0 else (other, other_query)
-                    visit = settling[member_slot] or (explicit and group_stop - position < CHECK_GROUP)
-                    if not visit and explicit:
-                        qa, qb = (q0a, q0b) if member == 0 else (q1a, q1b)
-                        found, hit, _ = _FIRST_HIT(
-                            variant, False, layout, first_address, second_address, position - offset,
-                            group_stop - offset, qa, qb, qa, qb, bounds[member_slot], bounds[member_slot],
-                        )  # fmt: skip
-                        visit = hit != 0
-                    elif not visit:
-                        group = words[position * width : group_stop * width]
-                        visit = _count_below(queries, member_query, group, width, bounds[member_slot]) > 0
-                    if visit:
-                        _visit_group(
-                            member_slot, member_query, queries, words, planes, width, position, group_stop,
-                            block_start, k, scratch, settling, bounds, buffer_distances, buffer_rows, state, counts,
-                        )  # fmt: skip
+                    qa, qb = (q0a, q0b) if member == 0 else (q1a, q1b)
+                    if whole:
+                        hit = _MASK_BELOW(variant, layout, first_address, second_address, position - offset, qa, qb,
+                                          bounds[member_slot], mask_address) != 0  # fmt: skip
+                    elif not (explicit or settling[member_slot]) and _count_below(
+                        queries, member_query, words[position * width : group_stop * width], width,
+                        bounds[member_slot],
+                    ) == 0:  # fmt: skip
+                        hit = False  # wide codes, settled: a vectorised count first, the mask only on a hit
+                    else:
+                        hit = _mask_codes(queries, member_query, words, width, position, group_stop,
+                                          bounds[member_slot], mask)  # fmt: skip
+                    if hit:
+                        _accept_marked(mask, position, member_slot, member_query, queries, words, width, k, bounds,
+                                       buffer_distances, buffer_rows, state, counts)  # fmt: skip
+                    settling[member_slot] = hit and width >= 2
                 position = group_stop
     for slot in range(count):
         fill = state[slot, 0]
