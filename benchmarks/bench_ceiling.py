@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from machine import machine_line
+from machine import let_openmp_idle, machine_line
 
 from hf_cmah.index import simd
 from hf_cmah.index.kernels import topk_search
@@ -71,13 +71,15 @@ def per_query_seconds(methods: dict, queries: np.ndarray, batch: int, rounds: in
 
     Interleaving makes a drift of this shared machine's speed hit every method alike, so the
     ratios of one run hold even when the absolute figures move. ``batch`` 1 calls each query
-    separately; otherwise one call takes the whole batch.
+    separately; otherwise one call takes the whole batch. Each timing starts once faiss's
+    OpenMP workers have stopped spinning.
     """
     times: dict[str, list[float]] = {name: [] for name in methods}
     for method in methods.values():  # warm-up: JIT, page faults, caches
         method(queries[:batch])
     for _ in range(rounds):
         for name, method in methods.items():
+            let_openmp_idle()
             start = time.perf_counter()
             if batch == 1:
                 for query in queries:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from machine import machine_line
+from machine import let_openmp_idle, machine_line
 from numba import njit, prange
 
 from hf_cmah.index import simd
@@ -36,6 +36,7 @@ def timed(function, repeats: int, warm_up: bool = True) -> tuple[float, object]:
     """
     if warm_up:
         function()
+    let_openmp_idle()
     times, result = [], None
     for _ in range(repeats):
         start = time.perf_counter()
