@@ -15,8 +15,8 @@ import pytest
 from llvmlite import binding
 
 from hf_cmah.index import simd
-from hf_cmah.index.kernels import CHECK_GROUP, CODE_BLOCK, topk_search
-from hf_cmah.index.popcount import first_hit
+from hf_cmah.index.kernels import CHECK_GROUP, CODE_BLOCK, VARIANT_CODES, topk_search
+from hf_cmah.index.popcount import LAYOUTS, PAIRS, PLANES, WORDS, first_hit, mask_below
 from tests.index.test_kernels import reference_topk
 
 VARIANTS = list(simd.REGISTER_BITS)
@@ -88,6 +88,49 @@ def test_thread_pool_tasks_equal_brute_force(monkeypatch, kernel, batch):
     codes = rng.integers(0, 256, (5 * CODE_BLOCK + 1, 8), dtype=np.uint8)
     queries = rng.integers(0, 256, (batch, 8), dtype=np.uint8)
     assert_exact(queries, codes, 10, 64, kernel, threads=3)
+
+
+MASK_BELOW = mask_below(CHECK_GROUP, tuple(simd.REGISTER_BITS.values()))
+
+
+@numba.njit
+def marks(variant, layout, first, second, start, query_a, query_b, bound, out):
+    return MASK_BELOW(variant, layout, first.ctypes.data, second.ctypes.data, start, query_a, query_b, bound,
+                      out.ctypes.data)  # fmt: skip
+
+
+def expected_marks(distances: np.ndarray, bound: int) -> np.ndarray:
+    """The mask words NumPy gives: bit i of word w for code 64 w + i of the group."""
+    bits = (distances < bound).astype(np.uint64).reshape(-1, 64)
+    return (bits << np.arange(64, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("code_bits", [8, 16, 32, 64, 128])
+def test_hit_mask_marks_exactly_the_codes_below_the_bound(variant, code_bits):
+    """`mask_below`, every variant and layout, against NumPy: a group away from the start, bounds none/some/all."""
+    rng = np.random.default_rng(code_bits)
+    word = np.dtype(f"uint{min(code_bits, 64)}")
+    codes = rng.integers(0, 256, (3 * CHECK_GROUP, code_bits // 8), dtype=np.uint8)
+    query = rng.integers(0, 256, (1, code_bits // 8), dtype=np.uint8)
+    start = CHECK_GROUP + 64  # not the first code, not a whole group's offset
+    distances = np.bitwise_count(codes ^ query).sum(axis=1)[start : start + CHECK_GROUP]
+    words, query_words = codes.view(word).ravel(), query.view(word).ravel()
+    if code_bits <= 64:
+        layouts = {WORDS: (words, words)}
+    else:
+        planes = np.ascontiguousarray(words.reshape(-1, 2).T)
+        layouts = {PAIRS: (words, words), PLANES: (planes[0], planes[1])}
+    query_a, query_b = query_words[0], query_words[-1]
+    for layout, (first, second) in layouts.items():
+        assert LAYOUTS[layout][0] == (1 if code_bits <= 64 else 2)
+        for bound in (0, int(np.median(distances)), code_bits + 1):
+            out = np.zeros(CHECK_GROUP // 64, np.uint64)
+            found = marks(VARIANT_CODES[variant], layout, first, second, start, query_a, query_b, np.int32(bound), out)
+            np.testing.assert_array_equal(
+                out, expected_marks(distances, bound), err_msg=f"layout {layout}, bound {bound}"
+            )
+            assert (found != 0) == bool((distances < bound).any())
 
 
 def test_the_best_native_variant_is_chosen_from_the_flags():
