@@ -50,18 +50,18 @@ CELLS = (
 
 def kernel_at(revision: str, directory: Path):
     """The revision's `hf_cmah.index.kernels`, imported as a package of its own under ``directory``."""
-    name = f"kernel_at_revision_{next(_LOADED)}"  # a new name each time: `sys.modules` keeps the last one
-    package = directory / name
+    package_name = f"kernel_at_revision_{next(_LOADED)}"  # a new name each time: `sys.modules` keeps the last one
+    package = directory / package_name
     package.mkdir()
     (package / "__init__.py").write_text("")
-    for name in KERNEL_FILES:
+    for file_name in KERNEL_FILES:
         source = subprocess.run(
-            ["git", "show", f"{revision}:hf_cmah/index/{name}"],
+            ["git", "show", f"{revision}:hf_cmah/index/{file_name}"],
             cwd=REPOSITORY, capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
-        (package / name).write_text(source)
+        (package / file_name).write_text(source)
     sys.path.insert(0, str(directory))
-    return importlib.import_module(f"{name}.kernels")
+    return importlib.import_module(f"{package_name}.kernels")
 
 
 def search_all(module, queries: np.ndarray, codes: np.ndarray, batch: int, k: int, bits: int, threads, kernel):
