@@ -10,9 +10,11 @@ revision since the kernel took ``kernel=`` (issue 21, 2026-12-01) can be compare
     python benchmarks/bench_kernel_ab.py --against HEAD~1
     python benchmarks/bench_kernel_ab.py --against 6057f42 --kernel avx2 --threads 2
 
-To see what an AVX2-only CPU would run, on an AVX-512 one: ``NUMBA_CPU_NAME=znver3`` and
-``NUMBA_CPU_FEATURES`` set to the host's features with every AVX-512 one turned off (and a
-separate ``NUMBA_CACHE_DIR``). That builds the AVX2 code, but it still runs on this CPU's cores.
+To see what an AVX2-only CPU would run, on an AVX-512 one (it builds the AVX2 code, which
+still runs on this CPU's cores, so it is a guide, not that CPU's speed):
+
+    NUMBA_CPU_NAME=znver3 NUMBA_CPU_FEATURES=$(python benchmarks/bench_kernel_ab.py --avx2-features) \
+        NUMBA_CACHE_DIR=/tmp/avx2-cache python benchmarks/bench_kernel_ab.py --against HEAD~1 --kernel avx2
 """
 
 from __future__ import annotations
@@ -64,6 +66,17 @@ def kernel_at(revision: str, directory: Path):
     return importlib.import_module(f"{package_name}.kernels")
 
 
+def avx2_features() -> str:
+    """The host's LLVM CPU features with every AVX-512 one off, as ``NUMBA_CPU_FEATURES`` takes them."""
+    from llvmlite import binding
+
+    def off(name: str) -> bool:
+        return name.startswith(("avx512", "avx10")) or name == "evex512"
+
+    features = binding.get_host_cpu_features()
+    return ",".join(f"{'+' if on and not off(name) else '-'}{name}" for name, on in features.items())
+
+
 def search_all(module, queries: np.ndarray, codes: np.ndarray, batch: int, k: int, bits: int, threads, kernel):
     """Distances of every query: one call for a batch, one call per query for ``batch`` 1."""
     if batch > 1:
@@ -92,13 +105,19 @@ def compare(modules: dict, cells, rounds: int, threads: int, kernel: str | None,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--against", required=True, help="the git revision to compare with (HEAD~1, a hash, a tag)")
+    parser.add_argument("--against", help="the git revision to compare with (HEAD~1, a hash, a tag)")
     parser.add_argument("--kernel", choices=list(simd.REGISTER_BITS), default=None, help="variant (default: chosen)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median)")
     parser.add_argument("--single", type=int, default=100, help="queries of the single-query cells, one call each")
     parser.add_argument("--cells", nargs="+", default=None, metavar="N,BITS,BATCH,K", help="cells (default: 8)")
+    parser.add_argument("--avx2-features", action="store_true", help="print this host's features minus AVX-512")
     args = parser.parse_args()
+    if args.avx2_features:
+        print(avx2_features())
+        return
+    if not args.against:
+        parser.error("--against is required")
     cells = [tuple(int(part) for part in cell.split(",")) for cell in args.cells] if args.cells else CELLS
 
     with tempfile.TemporaryDirectory() as directory:

@@ -43,3 +43,12 @@ def test_kernels_that_disagree_are_not_timed():
     with pytest.raises(AssertionError, match="distances differ"):
         bench_kernel_ab.compare({"wrong": wrong, "working tree": kernels}, [(500, 64, 2, 3)], 1, 1, None, 2,
                                 np.random.default_rng(0))  # fmt: skip
+
+
+def test_avx2_features_turn_every_avx512_feature_off():
+    features = bench_kernel_ab.avx2_features().split(",")
+    assert features and all(feature[0] in "+-" for feature in features)
+    assert not [feature for feature in features if feature.startswith(("+avx512", "+evex512", "+avx10"))]
+    from hf_cmah.index import simd
+
+    assert ("+avx2" in features) == ("avx2" in simd.cpu_features())  # what the host has stays on
