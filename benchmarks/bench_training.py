@@ -72,7 +72,8 @@ def write_dataset(folder: Path, shapes: int, image_size: int, num_points: int, s
         )
 
 
-def _training_step_parts(preset: str, batch_size: int, device: torch.device):
+def _training_step_parts(preset: str, batch_size: int, device: torch.device, cpu_bf16: bool = False):
+    """The model and one training step on random inputs; bf16 autocast on a GPU, on a CPU only with ``cpu_bf16``."""
     from hf_cmah import CMAHConfig, CMAHForPreTraining
     from hf_cmah.training.train_cmah import masking_noise
 
@@ -83,7 +84,7 @@ def _training_step_parts(preset: str, batch_size: int, device: torch.device):
 
     def step(optimizer=None, batch_index: int = 0):
         noise = masking_noise(config, batch_size, 0, batch_index, 0, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or cpu_bf16):
             loss = model(pixel_values, points, image_noise=noise[0], point_noise=noise[1]).loss
         loss.backward()
         if optimizer is not None:
@@ -116,7 +117,8 @@ def peak_tflops(device: torch.device, override: float | None) -> float:
 def run_step_benchmark(args) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     flops = flops_per_sample(args.preset, args.batch_size, device)
-    model, step = _training_step_parts(args.preset, args.batch_size, device)
+    bf16 = device.type == "cuda" or args.cpu_bf16
+    model, step = _training_step_parts(args.preset, args.batch_size, device, args.cpu_bf16)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     for index in range(args.warmup):
         step(optimizer, index)
@@ -134,7 +136,7 @@ def run_step_benchmark(args) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "preset": args.preset,
         "batch_size": args.batch_size,
-        "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+        "precision": "bf16 autocast" if bf16 else "fp32",
         "gflops_per_sample": flops / 1e9,
         "samples_per_second": samples_per_second,
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
@@ -301,6 +303,9 @@ def main() -> None:
         command.add_argument("--peak-tflops", type=float, default=None)
     commands.choices["step"].add_argument("--steps", type=int, default=20)
     commands.choices["step"].add_argument("--warmup", type=int, default=5)
+    commands.choices["step"].add_argument(
+        "--cpu-bf16", action="store_true", help="bf16 autocast on a CPU too (fast where it has AVX-512 BF16 or AMX)"
+    )
     commands.choices["mfu"].add_argument("--train-log", required=True)
     compare = commands.add_parser("compare")
     compare.add_argument("--baseline", required=True, help="git revision to compare against (e.g. a commit)")
