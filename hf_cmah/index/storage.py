@@ -36,6 +36,9 @@ METADATA_COLUMNS = ("shape_id", "label", "source", "thumbnail", "mesh", "asset_n
 # Columns that came after format version 1's first folders: reading a folder without them adds them, empty.
 LATER_COLUMNS = ("mesh", "asset_note")
 VOLATILE_CONFIG_KEYS = ("architectures", "auto_map", "transformers_version", "torch_dtype", "dtype")
+# Settings that change how queries are coded, not the index's shape codes: a calibrated model
+# (`hf-cmah model calibrate`) still searches the index its uncalibrated self built.
+QUERY_ONLY_CONFIG_KEYS = ("image_code_thresholds",)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class ModelFingerprint:
         settings = {
             key: value
             for key, value in config.to_dict().items()
-            if not key.startswith("_") and key not in VOLATILE_CONFIG_KEYS
+            if not key.startswith("_") and key not in VOLATILE_CONFIG_KEYS + QUERY_ONLY_CONFIG_KEYS
         }
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
         model_id = getattr(config, "_name_or_path", None) or None

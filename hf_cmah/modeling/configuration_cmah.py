@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from transformers import PretrainedConfig
 
 
@@ -38,6 +40,10 @@ class CMAHConfig(PretrainedConfig):
         masked_contrastive_weight (`float`, defaults to 1.0): weight of the masked–full InfoNCE terms.
         image_reconstruction_weight (`float`, defaults to 1.0): weight of the masked-patch MSE (L_2D).
         point_reconstruction_weight (`float`, defaults to 1.0): weight of the masked-group Chamfer (L_3D).
+        image_code_thresholds (`list[float]`, *optional*): one threshold per bit for image queries: a bit
+            is +1 where the image's hash logit reaches it (`None`: 0, i.e. ``sign``). Set by
+            ``hf-cmah model calibrate`` from unlabeled images of the query domain (photos,
+            thumbnails), so that each bit splits that domain in half; shape codes are unaffected.
     """
 
     model_type = "cmah"
@@ -72,6 +78,7 @@ class CMAHConfig(PretrainedConfig):
         masked_contrastive_weight: float = 1.0,
         image_reconstruction_weight: float = 1.0,
         point_reconstruction_weight: float = 1.0,
+        image_code_thresholds: list[float] | None = None,
         **kwargs,
     ):
         self.code_bits = code_bits
@@ -102,6 +109,9 @@ class CMAHConfig(PretrainedConfig):
         self.masked_contrastive_weight = masked_contrastive_weight
         self.image_reconstruction_weight = image_reconstruction_weight
         self.point_reconstruction_weight = point_reconstruction_weight
+        self.image_code_thresholds = (
+            None if image_code_thresholds is None else [float(value) for value in image_code_thresholds]
+        )
         super().__init__(**kwargs)
         self._check()
 
@@ -127,6 +137,12 @@ class CMAHConfig(PretrainedConfig):
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         if self.contrastive_temperature <= 0:
             raise ValueError(f"contrastive_temperature must be > 0, got {self.contrastive_temperature}")
+        thresholds = self.image_code_thresholds
+        if thresholds is not None and (len(thresholds) != self.code_bits or not all(map(math.isfinite, thresholds))):
+            raise ValueError(
+                f"image_code_thresholds must be {self.code_bits} finite numbers (one per bit), got "
+                f"{len(thresholds)} values, {sum(not math.isfinite(value) for value in thresholds)} not finite"
+            )
 
     @property
     def num_patches(self) -> int:

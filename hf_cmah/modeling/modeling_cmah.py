@@ -455,8 +455,12 @@ class CMAHModel(CMAHPreTrainedModel):
         return self._encode_points(self.point_embeddings.embed_groups(neighbourhoods, centres))[:2]
 
     def get_image_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Hash logits ``[B, K]`` of full (unmasked) images."""
-        return self._image_logits_and_states(pixel_values)[0]
+        """Hash logits ``[B, K]`` of full (unmasked) images, less ``config.image_code_thresholds`` when
+        calibrated, so that codes and embeddings of queries share the calibrated zero."""
+        logits = self._image_logits_and_states(pixel_values)[0]
+        if self.config.image_code_thresholds is None:
+            return logits
+        return logits - logits.new_tensor(self.config.image_code_thresholds)
 
     def get_shape_logits(self, points: torch.Tensor) -> torch.Tensor:
         """Hash logits ``[B, K]`` of full point clouds."""

@@ -39,3 +39,41 @@ def test_encode_reports_a_missing_file_without_traceback(tmp_path, capsys):
     assert main(["encode", str(model_dir), "--shape", str(tmp_path / "missing.off")]) == 2
     error = capsys.readouterr().err
     assert "missing.off" in error and "Traceback" not in error
+
+
+def test_calibrate_a_folder_of_images_skips_a_bad_file_and_keeps_shape_codes(tmp_path, capsys):
+    model_dir, out = tmp_path / "model", tmp_path / "calibrated"
+    main(["model", "init", "--code-bits", "16", "--out", str(model_dir)])
+    photos = tmp_path / "photos" / "studio"
+    photos.mkdir(parents=True)
+    pixels = np.random.default_rng(0).integers(100, 255, (20, 24, 24, 3), dtype=np.uint8)
+    for number, image in enumerate(pixels):
+        Image.fromarray(image).save(photos / f"photo-{number:02d}.jpg")
+    (photos / "broken.png").write_bytes(b"not a png")
+    capsys.readouterr()
+
+    assert main(["model", "calibrate", str(model_dir), "--images", str(tmp_path / "photos"), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "broken.png" in captured.err and "on 20 images" in captured.out
+
+    model, calibrated = CMAHModel.from_pretrained(model_dir).eval(), CMAHModel.from_pretrained(out).eval()
+    processor = CMAHProcessor.from_pretrained(out)
+    assert len(calibrated.config.image_code_thresholds) == 16
+    with torch.no_grad():
+        photos_as_read = [Image.open(path).convert("RGB") for path in sorted(photos.glob("*.jpg"))]
+        codes = calibrated.get_image_codes(processor(images=photos_as_read)["pixel_values"])
+        cloud = processor(points=np.random.default_rng(1).normal(size=(512, 3)).astype(np.float32))["points"]
+        assert torch.equal(calibrated.get_shape_codes(cloud), model.get_shape_codes(cloud))
+    assert ((codes > 0).float().mean(dim=0) == 0.5).all()
+
+
+def test_calibrate_refuses_a_full_output_folder_and_too_few_images(tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    main(["model", "init", "--out", str(model_dir)])
+    image_path = tmp_path / "one.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image_path)
+    capsys.readouterr()
+    assert main(["model", "calibrate", str(model_dir), "--images", str(image_path), "--out", str(model_dir)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert main(["model", "calibrate", str(model_dir), "--images", str(image_path), "--out", str(tmp_path / "c")]) == 2
+    assert "at least 16 images" in capsys.readouterr().err and not (tmp_path / "c").exists()
