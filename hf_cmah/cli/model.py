@@ -10,7 +10,7 @@ from ..errors import InvalidInputError
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    model = subparsers.add_parser("model", help="create model folders")
+    model = subparsers.add_parser("model", help="create and calibrate model folders")
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     init = model_commands.add_parser("init", help="save a freshly initialised (untrained) CMAH model + processor")
     init.add_argument("--preset", default="cmah-tiny", help="cmah-tiny or cmah-base")
@@ -110,7 +110,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def _image_files(paths: list[Path]) -> list[Path]:
-
     files = []
     for path in paths:
         if path.is_dir():

@@ -3,8 +3,8 @@
 A model trained on renders codes each bit as ``sign(logit)``. Images of another domain (the
 PSB's thumbnails, product photos) can sit off that zero on many bits at once, so those bits are
 constant and the queries collapse onto few codes. The median of each bit's logit over unlabeled
-images of the query domain is a threshold that splits them in half (ITQ-style bit balance, with
-no labels and no retraining). docs/RESULTS.md ("Per-domain bit thresholds") measures it.
+images of the query domain is a threshold that splits them in half (the balanced-bit criterion
+of spectral hashing, Weiss et al. 2008), with no labels and no retraining. docs/RESULTS.md ("Per-domain bit thresholds") measures it.
 """
 
 from __future__ import annotations
