@@ -77,3 +77,43 @@ def test_calibrate_refuses_a_full_output_folder_and_too_few_images(tmp_path, cap
     assert "exists and is not empty" in capsys.readouterr().err
     assert main(["model", "calibrate", str(model_dir), "--images", str(image_path), "--out", str(tmp_path / "c")]) == 2
     assert "at least 16 images" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_calibrate_from_a_built_dataset_split_and_kind(tmp_path, capsys):
+    import datasets
+
+    from hf_cmah.data.features import empty_view, shape_features
+    from tests.conftest import mini_config, synthetic_pairs
+
+    config = mini_config(code_bits=16)
+    torch.manual_seed(0)
+    CMAHModel(config).save_pretrained(tmp_path / "model")
+    CMAHProcessor.from_model_config(config).save_pretrained(tmp_path / "model")
+    pixels, clouds = synthetic_pairs(20, config.num_points, config.image_size, seed=0)
+    images = [Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for image in pixels]
+    rows = [
+        {
+            "shape_id": f"s{row:02d}",
+            "label": 0,
+            "points": clouds[row].numpy(),
+            "image": images[row],
+            "view": {**empty_view("render"), "index": 0},
+            "source": "synthetic",
+            "mesh_path": "",
+        }
+        for row in range(20)
+    ]
+    (tmp_path / "built" / "data").mkdir(parents=True)
+    dataset = datasets.Dataset.from_list(rows, features=shape_features(["thing"], config.num_points))
+    dataset.to_parquet(tmp_path / "built" / "data" / "train-00000-of-00001.parquet")
+    arguments = ["model", "calibrate", str(tmp_path / "model"), "--data", str(tmp_path / "built"), "--kind", "render"]
+    capsys.readouterr()
+
+    assert main([*arguments, "--split", "test", "--out", str(tmp_path / "wrong")]) == 2
+    assert "has splits ['train'], not 'test'" in capsys.readouterr().err
+    assert main([*arguments, "--out", str(tmp_path / "calibrated")]) == 0
+    assert "on 20 images" in capsys.readouterr().out
+    calibrated = CMAHModel.from_pretrained(tmp_path / "calibrated").eval()
+    with torch.no_grad():
+        codes = calibrated.get_image_codes(CMAHProcessor.from_model_config(config)(images=images)["pixel_values"])
+    assert ((codes > 0).float().mean(dim=0) == 0.5).all()
