@@ -21,16 +21,14 @@ MIN_CALIBRATION_IMAGES = 16
 
 
 def image_logits(model, processor, images: Sequence, batch_size: int = 64) -> np.ndarray:
-    """Uncalibrated hash logits ``float32 [M, K]`` of ``images`` (PIL images or arrays)."""
-    thresholds, model.config.image_code_thresholds = model.config.image_code_thresholds, None
-    try:
-        batches = []
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                pixel_values = processor(images=list(images[start : start + batch_size]), return_tensors="pt")
-                batches.append(model.get_image_logits(pixel_values["pixel_values"].to(model.device)).float().cpu())
-    finally:
-        model.config.image_code_thresholds = thresholds
+    """Uncalibrated hash logits ``float32 [M, K]`` of ``images`` (PIL images or arrays): ``forward``'s, which
+    never subtract the thresholds."""
+    batches = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            pixel_values = processor(images=list(images[start : start + batch_size]), return_tensors="pt")
+            output = model(pixel_values=pixel_values["pixel_values"].to(model.device))
+            batches.append(output.image_code_logits.float().cpu())
     return torch.cat(batches).numpy()
 
 
@@ -53,7 +51,7 @@ def calibrate_image_codes(model, processor, images: Sequence, batch_size: int = 
     without image hash logits (only CMAH has them) or fewer than `MIN_CALIBRATION_IMAGES` images
     (a median of a handful is noise).
     """
-    if not hasattr(model, "get_image_logits") or not hasattr(model.config, "image_code_thresholds"):
+    if not hasattr(model.config, "image_code_thresholds"):
         raise InvalidInputError(f"{type(model).__name__}: calibration needs a CMAH model (image hash logits)")
     if len(images) < MIN_CALIBRATION_IMAGES:
         raise InvalidInputError(

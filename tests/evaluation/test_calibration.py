@@ -42,6 +42,10 @@ def test_calibrated_bits_split_the_calibration_images_in_half(model_and_processo
     np.testing.assert_allclose(shares, 0.5)  # 40 images: the median lies between the 20th and 21st
     assert report.bit_balance_after == pytest.approx(bit_balance(image_codes(model, processor, images))) == 0.0
     assert report.num_images == 40 and report.distinct_codes_after >= report.distinct_codes_before
+    # Calibrating again reads the raw logits, not the calibrated ones: the same thresholds.
+    thresholds = list(model.config.image_code_thresholds)
+    calibrate_image_codes(model, processor, images)
+    assert model.config.image_code_thresholds == pytest.approx(thresholds)
     # Held-out images of the same domain are near balance too (the thresholds generalise).
     assert bit_balance(image_codes(model, processor, domain_images(200, seed=1))) < 0.1
 
