@@ -55,9 +55,13 @@ browser: $(CHROMIUM)
 # Two pytest workers, one test file each at a time: many tests wait on process start-up and imports
 # (single-threaded), so both cores stay busy. TEST_WORKERS=0 runs every test in this one process.
 TEST_WORKERS ?= 2
+# OpenMP threads (torch, faiss) per worker: the cores shared out, at least 1, so two workers never run
+# four spinning threads on two cores. One thread each ran the suite in 494 s against 580 s (a Zen 4, one
+# run each); a CI run with the default had two workers stall 900 s each inside torch's batch_norm.
+TEST_THREADS ?= $(shell n=$$(nproc); w=$(TEST_WORKERS); [ "$$w" -gt 0 ] 2>/dev/null || w=1; t=$$((n / w)); echo $$((t > 0 ? t : 1)))
 
 test: env blender-env browser
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The web demo on the quickstart's model and index (made by `make quickstart` when missing).
 QUICKSTART_OUT ?= outputs/quickstart
