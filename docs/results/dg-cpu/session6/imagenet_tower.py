@@ -40,7 +40,14 @@ from efficientnet_lite_pytorch import EfficientNet
 
 from hf_cmah import CMAHConfig, CMAHModel, CMAHProcessor
 from hf_cmah.data.storage import load_built_dataset, unique_shape_rows
-from hf_cmah.evaluation.metrics import cosine_distances, hamming_distances, retrieval_metrics
+from hf_cmah.evaluation.metrics import (
+    average_precision,
+    cosine_distances,
+    hamming_distances,
+    rank_database,
+    ranked_relevance,
+    retrieval_metrics,
+)
 from hf_cmah.evaluation.retrieval import image_rows
 from hf_cmah.losses import info_nce_loss
 
@@ -90,16 +97,11 @@ def summary(distances, query_labels, shape_labels, query_ids, shape_ids) -> dict
 
 
 def leave_one_out_map(features: np.ndarray, labels: np.ndarray) -> float:
-    """Class mAP of each row against all the others (cosine)."""
+    """Class mAP of each row against all the others (cosine), by the project's own metrics."""
     distances = cosine_distances(features, features)
-    np.fill_diagonal(distances, np.inf)
-    ranking = np.argsort(distances, axis=1, kind="stable")[:, :-1]
-    relevant = labels[ranking] == labels[:, None]
-    hits = np.cumsum(relevant, axis=1)
-    precision = hits / np.arange(1, relevant.shape[1] + 1)
-    counts = relevant.sum(axis=1)
-    scored = counts > 0
-    return float(((precision * relevant).sum(axis=1)[scored] / counts[scored]).mean())
+    np.fill_diagonal(distances, np.inf)  # each row ranks itself last ...
+    relevance = ranked_relevance(rank_database(distances)[:, :-1], labels, labels)  # ... and is dropped
+    return float(average_precision(relevance[relevance.any(axis=1)]).mean())
 
 
 def lsh_codes(features: np.ndarray, centre: np.ndarray, seed: int) -> np.ndarray:
