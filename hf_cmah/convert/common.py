@@ -65,10 +65,15 @@ class ConversionReport:
     mapped: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     training_state: list[str] = field(default_factory=list)
+    initialised: dict[str, int] = field(default_factory=dict)  # model prefix → tensors drawn at random
 
     def summary(self) -> str:
         lines = [f"{self.mapped} tensors mapped from {self.source}"]
         lines += [f"{count} tensors dropped: {reason}" for reason, count in sorted(self.dropped.items())]
+        lines += [
+            f"{count} tensors initialised at random, to be trained: {prefix}"
+            for prefix, count in sorted(self.initialised.items())
+        ]
         if self.training_state:
             lines.append("training state left out: " + ", ".join(sorted(self.training_state)))
         return "\n".join(lines)
@@ -172,13 +177,13 @@ def logit_scale_tensor(value: torch.Tensor | float) -> torch.Tensor:
 
 
 def processor_for(config: PreAlignedShapeConfig) -> CMAHProcessor:
-    """The processor a converted model reads with: CLIP image normalisation, the tower's point count,
-    colour channels and gravity axis."""
-    shape = config.shape_config
+    """The processor a converted model reads with: its image tower's normalisation (CLIP's unless the
+    tower config names one), the shape tower's point count, colour channels and gravity axis."""
+    shape, vision = config.shape_config, config.vision_config
     return CMAHProcessor(
-        image_size=config.vision_config.image_size,
-        image_mean=CLIP_MEAN,
-        image_std=CLIP_STD,
+        image_size=vision.image_size,
+        image_mean=getattr(vision, "image_mean", CLIP_MEAN),
+        image_std=getattr(vision, "image_std", CLIP_STD),
         num_points=shape.num_points,
         model_up_axis=shape.up_axis,
         with_colors=shape.in_channels == 6,
@@ -191,8 +196,13 @@ def build_and_save(
     out_dir: str | Path,
     report: ConversionReport,
     model_card: str,
+    initialise: tuple[str, ...] = (),
 ) -> Path:
-    """Load ``converted`` into a fresh model, checking both key sets exactly, then save safetensors + card."""
+    """Load ``converted`` into a fresh model, checking both key sets exactly, then save safetensors + card.
+
+    Keys under the ``initialise`` prefixes (towers no checkpoint holds, trained afterwards) keep the
+    fresh model's seeded initialisation and are counted in ``report.initialised``.
+    """
     from ..modeling.modeling_prealigned import PreAlignedShapeModel
 
     if "logit_scale" not in converted:
@@ -202,6 +212,10 @@ def build_and_save(
     expected = model.state_dict()
     if model.code_projection is not None:
         converted.setdefault("code_projection.weight", expected["code_projection.weight"])
+    for prefix in initialise:
+        fresh = [key for key in expected if key.startswith(prefix) and key not in converted]
+        converted.update({key: expected[key] for key in fresh})
+        report.initialised[prefix] = len(fresh)
     # Buffers that CLIP rebuilds from its config are not weights of either checkpoint.
     for key in expected:
         if key.endswith("position_ids") and key not in converted:
@@ -257,7 +271,7 @@ Converted with `hf-cmah convert` from **{source}**.
 - Shape tower: {shape.architecture} (width {shape.hidden_size}, depth {shape.num_hidden_layers},
   {shape.num_groups} groups of {shape.group_size}), projection `{config.shape_projection}` to
   {config.projection_dim} dimensions.
-- Image tower: CLIP vision weights from `{config.image_tower_checkpoint}`.
+- Image tower: {config.vision_config.model_type} weights from `{config.image_tower_checkpoint}`.
 - Input clouds: {shape.in_channels} channels ({"xyz + rgb in 0..1" if shape.in_channels == 6 else "xyz"}),
   {shape.num_points} points, centred and scaled into the unit ball, **{shape.up_axis}-up**; clouds
   without colour get grey {shape.default_color}.

@@ -1,7 +1,8 @@
-"""Pre-aligned dual encoder configuration: a CLIP image tower and a point-cloud shape tower.
+"""Pre-aligned dual encoder configuration: a CLIP (or EfficientNet-Lite) image tower and a point-cloud shape tower.
 
 Like `CLIPConfig`, the towers come from sub-configs: `vision_config` is a transformers
-`CLIPVisionConfig` (so public CLIP checkpoints plug in unchanged) and `shape_config` a
+`CLIPVisionConfig` (so public CLIP checkpoints plug in unchanged) or an
+`EfficientNetLiteVisionConfig` (an ImageNet-pretrained CNN, chosen by its ``model_type``), and `shape_config` a
 `PreAlignedShapeEncoderConfig` selecting OpenShape's PPAT or ULIP-2's PointBERT. Presets
 (`openshape-pointbert-vitg14`, `ulip2-pointbert-vitg14`, …) are configs, not code paths.
 """
@@ -12,7 +13,14 @@ import math
 
 from transformers import CLIPVisionConfig, PretrainedConfig
 
+from .configuration_efficientnet_lite import EfficientNetLiteVisionConfig
+
 SHAPE_ARCHITECTURES = ("ppat", "pointbert")
+# The image towers, by the ``model_type`` their config dict carries (CLIP when it names none).
+VISION_CONFIGS = {
+    CLIPVisionConfig.model_type: CLIPVisionConfig,
+    EfficientNetLiteVisionConfig.model_type: EfficientNetLiteVisionConfig,
+}
 
 
 class PreAlignedShapeEncoderConfig(PretrainedConfig):
@@ -144,7 +152,8 @@ class PreAlignedShapeConfig(PretrainedConfig):
     r"""Configuration of a [`PreAlignedShapeModel`]: CLIP image tower + shape tower in one space.
 
     Args:
-        vision_config (`dict` or `CLIPVisionConfig`, *optional*): the CLIP image tower.
+        vision_config (`dict`, `CLIPVisionConfig` or `EfficientNetLiteVisionConfig`, *optional*): the image
+            tower; a dict's ``model_type`` picks the tower (CLIP when absent).
         shape_config (`dict` or `PreAlignedShapeEncoderConfig`, *optional*): the shape tower.
         projection_dim (`int`, defaults to 1280): width of the shared embedding space.
         shape_projection (`str`, defaults to `"linear"`): `"linear"` (with bias, OpenShape),
@@ -154,8 +163,8 @@ class PreAlignedShapeConfig(PretrainedConfig):
         code_bits (`int`, *optional*): when set, a shared binarisation head (a linear map from the
             embedding space to K bits, initialised Gaussian: sign random projections, which preserve
             cosine similarity before any training) gives ±1 codes; a positive multiple of 8.
-        image_tower_checkpoint (`str`, *optional*): the CLIP checkpoint whose vision weights the image
-            tower holds (e.g. ``"laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"``).
+        image_tower_checkpoint (`str`, *optional*): the checkpoint whose weights the image tower holds
+            (e.g. ``"laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"``).
         shape_tower_source (`str`, *optional*): where the shape tower's weights came from (converter).
         initializer_range (`float`, defaults to 0.02): std of the normal initialisation.
     """
@@ -179,7 +188,10 @@ class PreAlignedShapeConfig(PretrainedConfig):
         if vision_config is None:
             vision_config = CLIPVisionConfig()
         elif isinstance(vision_config, dict):
-            vision_config = CLIPVisionConfig(**{k: v for k, v in vision_config.items() if k != "model_type"})
+            kind = vision_config.get("model_type", CLIPVisionConfig.model_type)
+            if kind not in VISION_CONFIGS:
+                raise ValueError(f"vision_config model_type must be one of {sorted(VISION_CONFIGS)}, got {kind!r}")
+            vision_config = VISION_CONFIGS[kind](**{k: v for k, v in vision_config.items() if k != "model_type"})
         if shape_config is None:
             shape_config = PreAlignedShapeEncoderConfig()
         elif isinstance(shape_config, dict):
@@ -312,6 +324,27 @@ PREALIGNED_PRESETS: dict[str, dict] = {
         "shape_projection": "linear_no_bias",
         "image_tower_checkpoint": "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
     },
+    # An ImageNet-pretrained image tower (frozen; `hf-cmah convert efficientnet-lite`) and a small PPAT
+    # trained onto it on a CPU: the image side generalises to images nobody here made (issue 20).
+    "efficientnet-lite0-ppat": {
+        "vision_config": {"model_type": "efficientnet_lite_vision"},
+        "shape_config": {
+            "architecture": "ppat",
+            "in_channels": 3,
+            "num_points": 1024,
+            "hidden_size": 192,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "intermediate_size": 384,
+            "set_abstraction_channels": [64, 96, 192],
+            "num_groups": 64,
+            "group_radius": 0.25,
+            "group_size": 32,
+            "up_axis": "y",
+        },
+        "projection_dim": 512,
+        "shape_projection": "linear",
+    },
     # Trains from scratch on a 2-core CPU in minutes (docs/PREALIGNED.md, "Results").
     "prealigned-tiny": {
         "vision_config": {
@@ -343,4 +376,10 @@ PREALIGNED_PRESETS: dict[str, dict] = {
     },
 }
 
-__all__ = ["PREALIGNED_PRESETS", "SHAPE_ARCHITECTURES", "PreAlignedShapeConfig", "PreAlignedShapeEncoderConfig"]
+__all__ = [
+    "PREALIGNED_PRESETS",
+    "SHAPE_ARCHITECTURES",
+    "VISION_CONFIGS",
+    "PreAlignedShapeConfig",
+    "PreAlignedShapeEncoderConfig",
+]

@@ -1,4 +1,4 @@
-"""Pre-aligned image/shape dual encoder: a CLIP image tower and a point-cloud shape tower.
+"""Pre-aligned image/shape dual encoder: a CLIP (or EfficientNet-Lite) image tower and a point-cloud shape tower.
 
 Follows CLIP: towers built from sub-configs, ``visual_projection`` / ``shape_projection`` into
 one embedding space, a ``logit_scale`` parameter, ``get_*_features`` methods. The shape tower
@@ -24,7 +24,9 @@ from transformers import CLIPVisionModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .configuration_efficientnet_lite import EfficientNetLiteVisionConfig
 from .configuration_prealigned import PreAlignedShapeConfig, PreAlignedShapeEncoderConfig
+from .efficientnet_lite_layers import EfficientNetLiteVisionModel
 from .hash_codes import codes_from_logits
 from .input_checks import ModelInputError, check_pixel_values, check_points, deprecated_input_error
 from .point_layers import CentrePositionMLP, MiniPointNet, SetAbstraction, group_points
@@ -135,6 +137,13 @@ class PreAlignedPointBERTEncoder(nn.Module):
 SHAPE_ENCODERS = {"ppat": PreAlignedPPATEncoder, "pointbert": PreAlignedPointBERTEncoder}
 
 
+def vision_tower(config) -> nn.Module:
+    """The image tower its config names; both return ``pooler_output`` ``[B, config.hidden_size]``."""
+    if isinstance(config, EfficientNetLiteVisionConfig):
+        return EfficientNetLiteVisionModel(config)
+    return CLIPVisionModel._from_config(config)
+
+
 class PreAlignedShapePreTrainedModel(PreTrainedModel):
     config_class = PreAlignedShapeConfig
     base_model_prefix = "prealigned_shape"
@@ -159,7 +168,7 @@ class PreAlignedShapePreTrainedModel(PreTrainedModel):
 
 
 class PreAlignedShapeModel(PreAlignedShapePreTrainedModel):
-    """CLIP image tower + PPAT / Point-BERT shape tower, aligned in one ``projection_dim`` space.
+    """CLIP or EfficientNet-Lite image tower + PPAT / Point-BERT shape tower, aligned in one ``projection_dim`` space.
 
     Retriever protocol: `get_image_embeds` / `get_shape_embeds` (L2-normalised float ``[B, D]``)
     and, with ``config.code_bits`` set, `get_image_codes` / `get_shape_codes` (±1 int8 ``[B, K]``).
@@ -169,7 +178,7 @@ class PreAlignedShapeModel(PreAlignedShapePreTrainedModel):
         super().__init__(config)
         vision_config, shape_config = config.vision_config, config.shape_config
         # Same attribute names as transformers' CLIPModel, so a CLIP state dict's vision keys load as they are.
-        self.vision_model = CLIPVisionModel._from_config(vision_config)
+        self.vision_model = vision_tower(vision_config)
         self.visual_projection = nn.Linear(vision_config.hidden_size, config.projection_dim, bias=False)
         self.shape_model = SHAPE_ENCODERS[shape_config.architecture](shape_config)
         if config.shape_projection == "identity":
@@ -209,7 +218,7 @@ class PreAlignedShapeModel(PreAlignedShapePreTrainedModel):
 
     # ----------------------------------------------------------------- towers
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected, unnormalised image features ``[B, projection_dim]`` (CLIP's pooled output)."""
+        """Projected, unnormalised image features ``[B, projection_dim]`` (the tower's pooled output)."""
         pooled = self.vision_model(pixel_values=self._check_pixel_values(pixel_values)).pooler_output
         return self.visual_projection(pooled)
 
